@@ -1,0 +1,690 @@
+"""Live protocol v1: the one place where the WebSocket contract of PROTOCOL.md is written in code.
+
+Everything a live connection exchanges goes through this module: client text messages are parsed
+(and rejected with a ``bad_message`` code when malformed), server text messages are serialised from
+typed values, and binary frames are packed/unpacked with their fixed big-endian headers.
+
+The contract is public and only changes additively, so the names, codes and byte layouts here are
+fixed. Client messages are parsed strictly (an unknown field is an error naming the field) because a
+silently ignored typo (``"promt"``) is worse than a clear rejection; server messages may grow new
+optional fields, so clients must ignore fields they do not know.
+
+No torch, numpy or Django here: the web side imports this on every connection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping, NamedTuple
+
+PROTOCOL_VERSION = 1
+
+# --- limits ---------------------------------------------------------------------------------------
+
+# Client text messages are small (a prompt and a few params); anything bigger is abuse or a bug.
+MAX_TEXT_BYTES = 64 * 1024
+# Sanity bounds checked at the protocol level. A model's own, tighter limits are enforced by the
+# engine and reported as `invalid_params`; these only stop absurd values before anything allocates.
+MAX_DIMENSION = 8192
+MAX_FPS = 240
+U32_MAX = 0xFFFFFFFF
+U64_MAX = 0xFFFFFFFFFFFFFFFF
+
+# --- codes ----------------------------------------------------------------------------------------
+
+ERROR_CODES = frozenset(
+    {
+        "bad_message",
+        "bad_frame",
+        "unknown_model",
+        "invalid_params",
+        "capacity_unavailable",
+        "quota_exceeded",
+        "concurrency_limit",
+        "rate_limited",
+        "not_started",
+    }
+)
+CONTROL_REJECT_CODES = frozenset({"moderation", "invalid_params"})
+END_REASONS = frozenset(
+    {"client", "quota", "moderation", "revoked", "idle", "max_duration", "server_error"}
+)
+LIVE_TIERS = frozenset({"interactive", "streaming"})
+MODERATION_ACTIONS = frozenset({"replaced", "ended"})
+
+CLOSE_NORMAL = 1000
+CLOSE_TRY_AGAIN = 1013
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_CONCURRENCY = 4429
+CLOSE_CODES = frozenset(
+    {CLOSE_NORMAL, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_CONCURRENCY}
+)
+# Which close code goes with an error that refuses a session (sent as `error`, then closed).
+CLOSE_CODE_FOR_ERROR = {
+    "capacity_unavailable": CLOSE_TRY_AGAIN,
+    "concurrency_limit": CLOSE_CONCURRENCY,
+}
+
+# --- binary layouts -------------------------------------------------------------------------------
+
+INPUT_HEADER = struct.Struct(">IQ")  # u32 seq, u64 capture_ts_us
+OUTPUT_HEADER = struct.Struct(">IIQI")  # u32 frame_index, u32 input_seq, u64 input_ts_us, u32 control_seq
+INPUT_HEADER_BYTES = INPUT_HEADER.size  # 12
+OUTPUT_HEADER_BYTES = OUTPUT_HEADER.size  # 20
+# `input_seq` value meaning "no input frame was used" (text-to-video, or no input yet).
+NO_INPUT_SEQ = 0xFFFFFFFF
+JPEG_SOI = b"\xff\xd8"
+
+
+class ProtocolError(Exception):
+    """A message or frame that breaks the contract; `code` is one of ERROR_CODES."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown protocol error code {code!r}")
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    def to_json(self) -> str:
+        """The `error` message to send back for this violation."""
+        return error(self.code, self.message)
+
+
+# --- client -> server messages --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionStart:
+    """`session.start`: open a session of `model`; omitted fields take the model's defaults."""
+
+    model: str
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+    prompt: str | None = None
+    params: dict[str, Any] | None = None
+    type: str = field(default="session.start", init=False)
+
+    def to_json(self) -> str:
+        return _dumps({"type": self.type, **_drop_none(self.__dict__)})
+
+
+@dataclass(frozen=True)
+class Control:
+    """`control`: change the prompt and/or params from the next frame produced on."""
+
+    seq: int
+    prompt: str | None = None
+    params: dict[str, Any] | None = None
+    type: str = field(default="control", init=False)
+
+    def to_json(self) -> str:
+        return _dumps({"type": self.type, **_drop_none(self.__dict__)})
+
+
+@dataclass(frozen=True)
+class SessionStop:
+    """`session.stop`: end the session; the server answers with `session.ended`."""
+
+    type: str = field(default="session.stop", init=False)
+
+    def to_json(self) -> str:
+        return _dumps({"type": self.type})
+
+
+ClientMessage = SessionStart | Control | SessionStop
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError("bad_message", message)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _bad(f"{name} is not valid JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A duplicated key is ambiguous (which one wins differs between parsers): refuse it.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _bad(f"duplicate field {key!r}")
+        result[key] = value
+    return result
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_field(obj: Mapping[str, Any], name: str, low: int, high: int) -> int | None:
+    if name not in obj:
+        return None
+    value = obj[name]
+    if not _is_int(value):
+        raise _bad(f"{name} must be an integer, got {_json_type(value)}")
+    if not low <= value <= high:
+        raise _bad(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _str_field(obj: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    if name not in obj:
+        if required:
+            raise _bad(f"missing required field {name!r}")
+        return None
+    value = obj[name]
+    if not isinstance(value, str):
+        raise _bad(f"{name} must be a string, got {_json_type(value)}")
+    return value
+
+
+def _params_field(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    if "params" not in obj:
+        return None
+    value = obj["params"]
+    if not isinstance(value, dict):
+        raise _bad(f"params must be an object, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _check_fields(obj: Mapping[str, Any], kind: str, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise _bad(f"unknown field {unknown[0]!r} in {kind}")
+
+
+_START_FIELDS = frozenset({"type", "model", "width", "height", "fps", "prompt", "params"})
+_CONTROL_FIELDS = frozenset({"type", "seq", "prompt", "params"})
+_STOP_FIELDS = frozenset({"type"})
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Parse one client text message; raise ProtocolError('bad_message') when it breaks the contract."""
+    if not isinstance(text, str):
+        raise _bad("text message expected")
+    # len() counts characters, each at least one byte: a cheap reject before encoding a huge string.
+    if len(text) > MAX_TEXT_BYTES:
+        raise _bad(f"text message larger than {MAX_TEXT_BYTES} bytes")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _bad("text message is not valid UTF-8") from None
+    if size > MAX_TEXT_BYTES:
+        raise _bad(f"text message larger than {MAX_TEXT_BYTES} bytes")
+    try:
+        obj = json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise _bad(f"not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise _bad("JSON nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise _bad(f"a JSON object is expected, got {_json_type(obj)}")
+    if "type" not in obj:
+        raise _bad("missing required field 'type'")
+    kind = obj["type"]
+    if not isinstance(kind, str):
+        raise _bad(f"type must be a string, got {_json_type(kind)}")
+    if kind == "session.start":
+        _check_fields(obj, kind, _START_FIELDS)
+        model = _str_field(obj, "model", required=True)
+        assert model is not None
+        if not model:
+            raise _bad("model must not be empty")
+        return SessionStart(
+            model=model,
+            width=_int_field(obj, "width", 1, MAX_DIMENSION),
+            height=_int_field(obj, "height", 1, MAX_DIMENSION),
+            fps=_int_field(obj, "fps", 1, MAX_FPS),
+            prompt=_str_field(obj, "prompt"),
+            params=_params_field(obj),
+        )
+    if kind == "control":
+        _check_fields(obj, kind, _CONTROL_FIELDS)
+        if "seq" not in obj:
+            raise _bad("missing required field 'seq'")
+        # seq travels back in the u32 `control_seq` of output headers, hence the range. 0 is allowed
+        # but reads as "no control" there, so clients should start at 1.
+        seq = _int_field(obj, "seq", 0, U32_MAX)
+        assert seq is not None
+        prompt = _str_field(obj, "prompt")
+        params = _params_field(obj)
+        if prompt is None and params is None:
+            raise _bad("control must carry a prompt and/or params")
+        return Control(seq=seq, prompt=prompt, params=params)
+    if kind == "session.stop":
+        _check_fields(obj, kind, _STOP_FIELDS)
+        return SessionStop()
+    raise _bad(f"unknown message type {kind!r}")
+
+
+# --- server -> client messages --------------------------------------------------------------------
+
+
+def _dumps(obj: Mapping[str, Any]) -> str:
+    # allow_nan=False: NaN/Infinity are not JSON, and a client parser in another language would choke.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _decimal_string(value: Decimal | str | int, name: str) -> str:
+    # Money travels as decimal strings: a float would lose cents on the way.
+    if isinstance(value, float):
+        raise ValueError(f"{name} must be a Decimal or decimal string, not a float")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{name} is not a decimal: {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"{name} must be finite")
+    return str(number)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _require(value: str, allowed: frozenset[str], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SessionReady:
+    """`session.ready`: the session is admitted, reserved and running."""
+
+    session_id: str
+    model: str
+    tier: str
+    width: int
+    height: int
+    fps: int
+    frame_budget_ms: float
+    device: str
+    share: float
+    price_per_gpu_second: Decimal | str
+    currency: str = "usd"
+
+    def to_dict(self) -> dict[str, Any]:
+        _require(self.tier, LIVE_TIERS, "tier")
+        return {
+            "type": "session.ready",
+            "session_id": self.session_id,
+            "model": self.model,
+            "tier": self.tier,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "frame_budget_ms": self.frame_budget_ms,
+            "reservation": {"device": self.device, "share": self.share},
+            "price_per_gpu_second": _decimal_string(
+                self.price_per_gpu_second, "price_per_gpu_second"
+            ),
+            "currency": self.currency,
+        }
+
+
+@dataclass(frozen=True)
+class ControlApplied:
+    """`control.applied`: control `seq` is visible from output frame `frame` on."""
+
+    seq: int
+    frame: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "control.applied", "seq": self.seq, "frame": self.frame}
+
+
+@dataclass(frozen=True)
+class ControlRejected:
+    """`control.rejected`: control `seq` never reached the model; the previous one keeps playing."""
+
+    seq: int
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        _require(self.code, CONTROL_REJECT_CODES, "code")
+        return {"type": "control.rejected", "seq": self.seq, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """`metrics`: the session's measured numbers, sent about once a second."""
+
+    frames_out: int
+    fps: float
+    ttff_ms: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    jitter_ms: float | None
+    deadline_misses: int
+    dropped_inputs: int
+    gpu_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        f = _finite_or_none
+        return {
+            "type": "metrics",
+            "frames_out": self.frames_out,
+            "fps": f(self.fps),
+            "ttff_ms": f(self.ttff_ms),
+            "latency_ms": {
+                "p50": f(self.latency_p50_ms),
+                "p95": f(self.latency_p95_ms),
+                "p99": f(self.latency_p99_ms),
+            },
+            "jitter_ms": f(self.jitter_ms),
+            "deadline_misses": self.deadline_misses,
+            "dropped_inputs": self.dropped_inputs,
+            "gpu_seconds": f(self.gpu_seconds),
+        }
+
+
+@dataclass(frozen=True)
+class Moderation:
+    """`moderation`: output frame `frame` was replaced, or the session ended, for `category`."""
+
+    frame: int
+    action: str
+    category: str
+
+    def to_dict(self) -> dict[str, Any]:
+        _require(self.action, MODERATION_ACTIONS, "action")
+        return {"type": "moderation", "frame": self.frame, "action": self.action, "category": self.category}
+
+
+@dataclass(frozen=True)
+class Error:
+    """`error`: something went wrong; the session goes on unless the error is fatal."""
+
+    code: str
+    message: str
+    retry_after_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        _require(self.code, ERROR_CODES, "code")
+        out: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if self.retry_after_s is not None:
+            out["retry_after_s"] = self.retry_after_s
+        return out
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a session consumed and costs; part of `session.ended`."""
+
+    gpu_seconds: float
+    frames: int
+    cost: Decimal | str
+    currency: str = "usd"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpu_seconds": self.gpu_seconds,
+            "frames": self.frames,
+            "cost": _decimal_string(self.cost, "cost"),
+            "currency": self.currency,
+        }
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """`session.ended`: the last message; the server closes the socket after it."""
+
+    reason: str
+    usage: Usage
+
+    def to_dict(self) -> dict[str, Any]:
+        _require(self.reason, END_REASONS, "reason")
+        return {"type": "session.ended", "reason": self.reason, "usage": self.usage.to_dict()}
+
+
+ServerMessage = (
+    SessionReady | ControlApplied | ControlRejected | Metrics | Moderation | Error | SessionEnded
+)
+
+
+def to_json(message: ServerMessage) -> str:
+    """Serialise any server message dataclass to its JSON text."""
+    return _dumps(message.to_dict())
+
+
+def session_ready(
+    session_id: str,
+    model: str,
+    tier: str,
+    width: int,
+    height: int,
+    fps: int,
+    frame_budget_ms: float,
+    device: str,
+    share: float,
+    price_per_gpu_second: Decimal | str,
+    currency: str = "usd",
+) -> str:
+    """JSON text of `session.ready`."""
+    return to_json(
+        SessionReady(
+            session_id, model, tier, width, height, fps, frame_budget_ms, device, share,
+            price_per_gpu_second, currency,
+        )
+    )
+
+
+def control_applied(seq: int, frame: int) -> str:
+    """JSON text of `control.applied`."""
+    return to_json(ControlApplied(seq, frame))
+
+
+def control_rejected(seq: int, code: str, message: str) -> str:
+    """JSON text of `control.rejected` (`code` is `moderation` or `invalid_params`)."""
+    return to_json(ControlRejected(seq, code, message))
+
+
+_METRIC_KEYS = (
+    "frames_out", "fps", "ttff_ms", "latency_ms", "jitter_ms", "deadline_misses",
+    "dropped_inputs", "gpu_seconds",
+)
+
+
+def metrics(values: Mapping[str, Any] | Metrics) -> str:
+    """JSON text of `metrics` from a Metrics or a mapping with the PROTOCOL.md keys.
+
+    A mapping must carry every documented key (`latency_ms` as {"p50","p95","p99"}); extra keys are
+    passed through, since adding fields is allowed. Non-finite floats become null.
+    """
+    if isinstance(values, Metrics):
+        return to_json(values)
+    missing = [k for k in _METRIC_KEYS if k not in values]
+    if missing:
+        raise ValueError(f"metrics missing {missing}")
+    latency = values["latency_ms"]
+    if not isinstance(latency, Mapping) or any(p not in latency for p in ("p50", "p95", "p99")):
+        raise ValueError("metrics latency_ms must map p50, p95 and p99")
+    out: dict[str, Any] = {"type": "metrics"}
+    for key, value in values.items():
+        if key == "type":
+            continue
+        if isinstance(value, Mapping):
+            out[key] = {k: _finite_or_none(v) for k, v in value.items()}
+        else:
+            out[key] = _finite_or_none(value)
+    return _dumps(out)
+
+
+def moderation(frame: int, action: str, category: str) -> str:
+    """JSON text of `moderation` (`action` is `replaced` or `ended`)."""
+    return to_json(Moderation(frame, action, category))
+
+
+def error(code: str, message: str, retry_after_s: float | None = None) -> str:
+    """JSON text of `error`; `retry_after_s` is included only when given."""
+    return to_json(Error(code, message, retry_after_s))
+
+
+def session_ended(reason: str, usage: Usage | Mapping[str, Any]) -> str:
+    """JSON text of `session.ended`; `usage` is a Usage or a mapping of its fields."""
+    if not isinstance(usage, Usage):
+        usage = Usage(
+            gpu_seconds=usage["gpu_seconds"],
+            frames=usage["frames"],
+            cost=usage["cost"],
+            currency=usage.get("currency", "usd"),
+        )
+    return to_json(SessionEnded(reason, usage))
+
+
+def parse_server_message(text: str) -> dict[str, Any]:
+    """Decode a server text message for a client: a JSON object with a string `type`.
+
+    Returned as a plain dict so that fields added later reach the caller untouched.
+    Raises ProtocolError('bad_message') otherwise.
+    """
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise _bad("server sent a text message that is not JSON") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise _bad("server sent a text message without a string 'type'")
+    return obj
+
+
+# --- binary frames --------------------------------------------------------------------------------
+
+
+class InputFrame(NamedTuple):
+    """A client input frame: its counter, its capture time on the client clock, one JPEG."""
+
+    seq: int
+    capture_ts_us: int
+    jpeg: bytes
+
+
+class OutputFrameHeader(NamedTuple):
+    """The 20-byte header of an output frame; `input_seq` is None when no input frame was used."""
+
+    frame_index: int
+    input_seq: int | None
+    input_capture_ts_us: int
+    control_seq: int
+
+
+class OutputFrame(NamedTuple):
+    header: OutputFrameHeader
+    jpeg: bytes
+
+
+BytesLike = bytes | bytearray | memoryview
+
+
+def _check_range(name: str, value: int, high: int) -> None:
+    if not _is_int(value) or not 0 <= value <= high:
+        raise ValueError(f"{name} must be an integer in [0, {high}], got {value!r}")
+
+
+def pack_input_frame(seq: int, capture_ts_us: int, jpeg: BytesLike) -> bytes:
+    """Binary input frame: 12-byte header (u32 seq, u64 capture_ts_us) then the JPEG."""
+    # 0xFFFFFFFF is the "no input" marker in output headers, so it is not a usable input seq.
+    _check_range("seq", seq, U32_MAX - 1)
+    _check_range("capture_ts_us", capture_ts_us, U64_MAX)
+    if len(jpeg) == 0:
+        raise ValueError("jpeg must not be empty")
+    return INPUT_HEADER.pack(seq, capture_ts_us) + bytes(jpeg)
+
+
+def unpack_input_frame(data: BytesLike, max_payload_bytes: int | None = None) -> InputFrame:
+    """Split a binary input frame; raise ProtocolError('bad_frame') when it breaks the layout.
+
+    `max_payload_bytes` (e.g. inference.codec.MAX_FRAME_BYTES) bounds the JPEG size.
+    """
+    size = len(data)
+    if size < INPUT_HEADER_BYTES:
+        raise ProtocolError(
+            "bad_frame", f"input frame of {size} bytes is shorter than the {INPUT_HEADER_BYTES}-byte header"
+        )
+    if size == INPUT_HEADER_BYTES:
+        raise ProtocolError("bad_frame", "input frame has a header but no JPEG payload")
+    payload = size - INPUT_HEADER_BYTES
+    if max_payload_bytes is not None and payload > max_payload_bytes:
+        raise ProtocolError(
+            "bad_frame", f"input frame JPEG of {payload} bytes exceeds the {max_payload_bytes}-byte limit"
+        )
+    seq, capture_ts_us = INPUT_HEADER.unpack_from(data, 0)
+    if seq == NO_INPUT_SEQ:
+        raise ProtocolError("bad_frame", "input seq 0xFFFFFFFF is reserved (means 'no input')")
+    jpeg = bytes(data[INPUT_HEADER_BYTES:])
+    if not jpeg.startswith(JPEG_SOI):
+        raise ProtocolError("bad_frame", "input frame payload is not a JPEG (no FF D8 start marker)")
+    return InputFrame(seq, capture_ts_us, jpeg)
+
+
+def pack_output_header(
+    frame_index: int, input_seq: int | None, input_capture_ts_us: int, control_seq: int
+) -> bytes:
+    """The 20-byte output header alone (for callers that assemble the message themselves)."""
+    _check_range("frame_index", frame_index, U32_MAX)
+    if input_seq is None:
+        input_seq = NO_INPUT_SEQ
+        input_capture_ts_us = 0 if input_capture_ts_us is None else input_capture_ts_us
+    _check_range("input_seq", input_seq, U32_MAX)
+    _check_range("input_capture_ts_us", input_capture_ts_us, U64_MAX)
+    _check_range("control_seq", control_seq, U32_MAX)
+    return OUTPUT_HEADER.pack(frame_index, input_seq, input_capture_ts_us, control_seq)
+
+
+def pack_output_frame(
+    frame_index: int,
+    input_seq: int | None,
+    input_capture_ts_us: int,
+    control_seq: int,
+    jpeg: BytesLike,
+) -> bytes:
+    """Binary output frame: 20-byte header then the JPEG. `input_seq=None` means no input used."""
+    if len(jpeg) == 0:
+        raise ValueError("jpeg must not be empty")
+    return pack_output_header(frame_index, input_seq, input_capture_ts_us, control_seq) + bytes(jpeg)
+
+
+def unpack_output_frame(data: BytesLike) -> OutputFrame:
+    """Split a binary output frame; raise ProtocolError('bad_frame') when it breaks the layout."""
+    size = len(data)
+    if size < OUTPUT_HEADER_BYTES:
+        raise ProtocolError(
+            "bad_frame", f"output frame of {size} bytes is shorter than the {OUTPUT_HEADER_BYTES}-byte header"
+        )
+    if size == OUTPUT_HEADER_BYTES:
+        raise ProtocolError("bad_frame", "output frame has a header but no JPEG payload")
+    frame_index, input_seq, ts, control_seq = OUTPUT_HEADER.unpack_from(data, 0)
+    header = OutputFrameHeader(
+        frame_index, None if input_seq == NO_INPUT_SEQ else input_seq, ts, control_seq
+    )
+    return OutputFrame(header, bytes(data[OUTPUT_HEADER_BYTES:]))
