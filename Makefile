@@ -1,0 +1,37 @@
+# The README's two commands:  make up  (install + start)   and   make test  (install + whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.nextframe-installed
+
+.PHONY: install up test test-embedded test-scaled bench audit clean
+
+install: $(STAMP)
+
+# torch==2.13.0 goes in first so the machine's local CPU build is used; then the project.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: install
+	$(BIN)/nextframe up $(ARGS)
+
+# The whole suite twice over: on the embedded defaults (SQLite, in-memory layer, filesystem broker),
+# then the Django side again scaled out against PostgreSQL and Redis on loopback.
+test: install
+	$(MAKE) --no-print-directory test-embedded test-scaled
+
+test-embedded: install
+	NEXTFRAME_TEST_PROFILE=embedded $(BIN)/pytest
+
+test-scaled: install
+	NEXTFRAME_TEST_PROFILE=scaled $(BIN)/pytest tests platform
+
+bench: install
+	$(BIN)/python -m inference.bench.frame_loop
+
+clean:
+	rm -rf $(VENV) .nextframe

@@ -1,0 +1,250 @@
+"""The `nextframe` command: run the platform, manage tenants and keys, talk to a live endpoint.
+
+    nextframe up [--host 127.0.0.1] [--port 8000] [--data-dir DIR]
+    nextframe createorg NAME [--max-live-sessions N] [--gpu-seconds-limit S]
+    nextframe createkey --org NAME [--scopes live,clips,read] [--test]
+    nextframe revokekey KEY_OR_ID
+    nextframe live --url ws://.../v1/live --key KEY --model ID [--input pattern|FILE]
+    nextframe audit --model ID [--json]          (or --url/--key against any protocol v1 endpoint)
+    nextframe manage <django management command> ...
+
+Every command honours --data-dir / NEXTFRAME_DATA_DIR and the scaled-out settings
+(DATABASE_URL, REDIS_URL).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal, InvalidOperation
+
+
+def _setup_django(data_dir: str | None) -> None:
+    if data_dir:
+        os.environ["NEXTFRAME_DATA_DIR"] = os.path.abspath(os.path.expanduser(data_dir))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nextframe.settings")
+    import django
+
+    django.setup()
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=None, help="data directory (default: $NEXTFRAME_DATA_DIR or ./.nextframe)")
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+# --- up -------------------------------------------------------------------------------------------
+
+def bootstrap_default_org() -> str | None:
+    """On the first run (no organisation yet) create `default` and return one fresh API key."""
+    from nextframe.tenancy import actions
+    from nextframe.tenancy.models import Organization
+
+    if Organization.objects.exists():
+        return None
+    org = actions.create_org("default")
+    _, key = actions.create_key(org, name="created by nextframe up")
+    return key
+
+
+def _children_commands(host: str, port: int) -> dict[str, list[str]]:
+    from inference.codec import MAX_FRAME_BYTES
+    from inference.protocol import INPUT_HEADER_BYTES
+
+    from nextframe.celery import QUEUES
+
+    return {
+        "web": [
+            sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
+            # A message larger than the largest accepted frame is refused by the server itself,
+            # before it is buffered: memory never grows with what a client sends.
+            "--websocket-max-message-size", str(MAX_FRAME_BYTES + INPUT_HEADER_BYTES),
+            "--websocket-max-frame-size", str(MAX_FRAME_BYTES + INPUT_HEADER_BYTES),
+            "nextframe.asgi:application",
+        ],
+        "worker": [
+            sys.executable, "-m", "celery", "-A", "nextframe.celery", "worker",
+            "-Q", ",".join(QUEUES), "--concurrency", "1", "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip", "--hostname", f"embedded@{host}-{port}",
+        ],
+    }
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _setup_django(args.data_dir)
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from nextframe.celery import ensure_broker_dirs
+
+    call_command("migrate", interactive=False, verbosity=0)
+    ensure_broker_dirs()
+    key = bootstrap_default_org()
+    children: dict[str, subprocess.Popen] = {}
+    env = dict(os.environ, NEXTFRAME_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
+    stopping = False
+
+    def stop(signum=None, frame=None):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for name, command in _children_commands(args.host, args.port).items():
+        children[name] = subprocess.Popen(command, env=env)
+    base = f"http://{args.host}:{args.port}"
+    print(f"NextFrame is up (data dir {settings.DATA_DIR}, database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
+          f"broker {settings.CELERY_BROKER_URL.split(':', 1)[0]})")
+    print(f"  REST API   {base}/v1/models   (OpenAPI: {base}/v1/openapi.json)")
+    print(f"  Live       ws://{args.host}:{args.port}/v1/live")
+    print(f"  Dashboard  {base}/dashboard/   Health: {base}/healthz  {base}/readyz")
+    if key:
+        print("Created organisation 'default'. Its API key (shown once, keep it):")
+        print(f"  {key}")
+    sys.stdout.flush()
+    exit_code = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                print(f"error: the {name} process exited with code {child.returncode}; stopping", file=sys.stderr)
+                exit_code, stopping = 1, True
+        time.sleep(0.3)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    print("NextFrame stopped.")
+    return exit_code
+
+
+# --- tenants and keys -----------------------------------------------------------------------------
+
+def cmd_createorg(args: argparse.Namespace) -> int:
+    _setup_django(args.data_dir)
+    from nextframe.tenancy import actions
+
+    limit = None
+    if args.gpu_seconds_limit is not None:
+        try:
+            limit = Decimal(args.gpu_seconds_limit)
+        except InvalidOperation:
+            return _fail(f"--gpu-seconds-limit {args.gpu_seconds_limit!r} is not a number")
+        if limit < 0:
+            return _fail("--gpu-seconds-limit must be >= 0")
+    try:
+        org = actions.create_org(args.name, max_live_sessions=args.max_live_sessions, gpu_seconds_limit=limit)
+    except actions.TenancyError as exc:
+        return _fail(str(exc))
+    print(f"Created organisation {org.name} (max live sessions {org.max_live_sessions}, "
+          f"monthly GPU-seconds {org.gpu_seconds_limit if org.gpu_seconds_limit is not None else 'unlimited'})")
+    return 0
+
+
+def cmd_createkey(args: argparse.Namespace) -> int:
+    _setup_django(args.data_dir)
+    from nextframe.tenancy import actions
+    from nextframe.tenancy.models import Organization
+
+    try:
+        org = Organization.objects.get(name=args.org)
+    except Organization.DoesNotExist:
+        return _fail(f"no organisation named {args.org!r} (create it with: nextframe createorg {args.org})")
+    try:
+        row, key = actions.create_key(org, scopes=args.scopes, test=args.test, name=args.name or "")
+    except actions.TenancyError as exc:
+        return _fail(str(exc))
+    print(f"Created {row.mode} key {row.prefix}… for {org.name} with scopes {','.join(row.scopes)}. Shown once:")
+    print(key)
+    return 0
+
+
+def cmd_revokekey(args: argparse.Namespace) -> int:
+    _setup_django(args.data_dir)
+    from nextframe.tenancy import actions
+
+    try:
+        row = actions.revoke_key(actions.find_key(args.key))
+    except actions.NotFound as exc:
+        return _fail(str(exc))
+    print(f"Revoked {row.prefix}… of {row.organization.name}")
+    return 0
+
+
+def cmd_manage(args: argparse.Namespace, rest: list[str]) -> int:
+    _setup_django(args.data_dir)
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["nextframe manage", *rest])
+    return 0
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nextframe", description="NextFrame: live AI video platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="migrate, start the web server and an embedded Celery worker")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    _add_data_dir(up)
+
+    org = sub.add_parser("createorg", help="create an organisation")
+    org.add_argument("name")
+    org.add_argument("--max-live-sessions", type=int, default=4)
+    org.add_argument("--gpu-seconds-limit", default=None)
+    _add_data_dir(org)
+
+    key = sub.add_parser("createkey", help="create an API key (printed alone on the last line)")
+    key.add_argument("--org", required=True)
+    key.add_argument("--scopes", default="live,clips,read")
+    key.add_argument("--test", action="store_true", help="a test-mode key (nf_test_...)")
+    key.add_argument("--name", default="")
+    _add_data_dir(key)
+
+    revoke = sub.add_parser("revokekey", help="revoke a key by its full string, prefix or id")
+    revoke.add_argument("key")
+    _add_data_dir(revoke)
+
+    manage = sub.add_parser("manage", help="run a Django management command", add_help=False)
+    _add_data_dir(manage)
+
+    sub.add_parser("live", help="run a live session against a protocol v1 endpoint", add_help=False)
+    sub.add_parser("audit", help="measure a model's tier (interactive / streaming / fast-batch)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "live":
+        from inference.client import main as live_main
+
+        return live_main(argv[1:])
+    if argv and argv[0] == "audit":
+        from nextframe.audits.cli import main as audit_main
+
+        return audit_main(argv[1:])
+    parser = build_parser()
+    if argv and argv[0] == "manage":
+        args, rest = parser.parse_known_args(argv)
+        return cmd_manage(args, rest)
+    args = parser.parse_args(argv)
+    handlers = {"up": cmd_up, "createorg": cmd_createorg, "createkey": cmd_createkey, "revokekey": cmd_revokekey}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

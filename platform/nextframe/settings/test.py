@@ -1,0 +1,23 @@
+"""Test settings: the embedded defaults in a throw-away data dir, or the scaled-out services.
+
+NEXTFRAME_TEST_PROFILE=scaled points the suite at the PostgreSQL and Redis on loopback
+(TEST_DATABASE_URL / TEST_REDIS_URL override their addresses).
+"""
+import os
+import tempfile
+
+_profile = os.environ.get("NEXTFRAME_TEST_PROFILE", "embedded")
+os.environ.setdefault("NEXTFRAME_DATA_DIR", tempfile.mkdtemp(prefix="nextframe-test-"))
+os.environ["NEXTFRAME_ENV"] = "test"
+if _profile == "scaled":
+    os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/nextframe")
+    os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+else:
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("REDIS_URL", None)
+
+from nextframe.settings.base import *  # noqa: E402,F401,F403
+
+TEST_PROFILE = _profile
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed: tests only
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

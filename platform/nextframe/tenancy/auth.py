@@ -1,0 +1,55 @@
+"""DRF authentication and permissions for API keys (Bearer) and the dashboard session."""
+from __future__ import annotations
+
+from rest_framework import authentication, exceptions, permissions
+
+from nextframe.tenancy import actions
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer nf_live_...`. request.user is None; request.auth is the Principal."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != self.keyword.lower() or not token.strip():
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <api key>'")
+        try:
+            principal = actions.authenticate_key(token.strip())
+        except actions.AuthError as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
+        return (None, principal)
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="nextframe"'
+
+
+class DashboardSessionAuthentication(authentication.SessionAuthentication):
+    """A logged-in dashboard user acting for their (first) organisation; CSRF enforced."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user, _ = result
+        orgs = actions.organizations_of(user)
+        if not orgs:
+            raise exceptions.PermissionDenied("this user belongs to no organisation")
+        return (user, actions.Principal(orgs[0], None, ("live", "clips", "read")))
+
+
+class HasApiKey(permissions.BasePermission):
+    """Authenticated as an organisation. Views name the scope they need in `required_scope`."""
+
+    message = "this API key lacks the scope this endpoint needs"
+
+    def has_permission(self, request, view) -> bool:
+        principal = request.auth
+        if not isinstance(principal, actions.Principal):
+            raise exceptions.NotAuthenticated("missing API key: send 'Authorization: Bearer <api key>'")
+        scope = getattr(view, "required_scope", None)
+        return scope is None or principal.has_scope(scope)

@@ -1,0 +1,103 @@
+"""pytest plugin for the whole suite (loaded with `-p nextframe.testing`): service checks and fixtures.
+
+PostgreSQL and Redis tests skip with a clear reason when the servers are not reachable, unless
+NEXTFRAME_REQUIRE_SERVICES=1 (set by .ci/run), which turns their absence into a failure.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/nextframe")
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def services_required() -> bool:
+    return os.environ.get("NEXTFRAME_REQUIRE_SERVICES", "") in {"1", "true", "yes"}
+
+
+def need_service(name: str, url: str) -> None:
+    """Skip (or, when services are required, fail) the calling test if `url` is unreachable."""
+    if _reachable(url):
+        return
+    message = f"{name} is not reachable at {url}"
+    if services_required():
+        pytest.fail(f"{message} and NEXTFRAME_REQUIRE_SERVICES=1 (CI needs it running)", pytrace=False)
+    pytest.skip(f"{message}: start it to run the scaled-out tests")
+
+
+def pytest_report_header(config):
+    return f"nextframe test profile: {os.environ.get('NEXTFRAME_TEST_PROFILE', 'embedded')}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("NEXTFRAME_TEST_PROFILE") != "scaled":
+        return
+    missing = [name for name, url in (("PostgreSQL", POSTGRES_URL), ("Redis", REDIS_URL)) if not _reachable(url)]
+    if not missing:
+        return
+    reason = f"scaled-out profile: {', '.join(missing)} not reachable on loopback"
+    if services_required():
+        raise pytest.UsageError(f"{reason}, and NEXTFRAME_REQUIRE_SERVICES=1 makes that a failure")
+    for item in items:
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def redis_url() -> str:
+    need_service("Redis", REDIS_URL)
+    return REDIS_URL
+
+
+@pytest.fixture
+def org(db):
+    from nextframe.tenancy import actions
+
+    return actions.create_org("acme")
+
+
+@pytest.fixture
+def other_org(db):
+    from nextframe.tenancy import actions
+
+    return actions.create_org("globex")
+
+
+@pytest.fixture
+def api_key(org) -> str:
+    from nextframe.tenancy import actions
+
+    return actions.create_key(org)[1]
+
+
+@pytest.fixture
+def other_key(other_org) -> str:
+    from nextframe.tenancy import actions
+
+    return actions.create_key(other_org)[1]
+
+
+@pytest.fixture
+def client_for():
+    """A DRF APIClient authenticated with a given key."""
+    from rest_framework.test import APIClient
+
+    def make(key: str | None):
+        client = APIClient()
+        if key:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        return client
+
+    return make

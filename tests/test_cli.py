@@ -1,0 +1,62 @@
+"""The management side of the CLI, run in-process against the test database."""
+import pytest
+
+from nextframe import cli
+from nextframe.tenancy import actions
+from nextframe.tenancy.models import ApiKey, Organization
+
+pytestmark = pytest.mark.django_db
+
+
+def test_createorg_with_quotas(capsys):
+    assert cli.main(["createorg", "studio", "--max-live-sessions", "2", "--gpu-seconds-limit", "3600"]) == 0
+    org = Organization.objects.get(name="studio")
+    assert org.max_live_sessions == 2 and org.gpu_seconds_limit == 3600
+    assert cli.main(["createorg", "studio"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_createorg_rejects_a_bad_limit(capsys):
+    assert cli.main(["createorg", "x", "--gpu-seconds-limit", "lots"]) == 1
+    assert "not a number" in capsys.readouterr().err
+
+
+def test_createkey_prints_the_key_alone_on_its_last_line(capsys, org):
+    assert cli.main(["createkey", "--org", "acme", "--scopes", "live,read", "--test"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    principal = actions.authenticate_key(key)
+    assert key.startswith("nf_test_") and principal.organization == org
+    assert principal.scopes == ("live", "read")
+
+
+def test_createkey_errors(capsys, org):
+    assert cli.main(["createkey", "--org", "nobody"]) == 1
+    assert "no organisation named 'nobody'" in capsys.readouterr().err
+    assert cli.main(["createkey", "--org", "acme", "--scopes", "admin"]) == 1
+    assert "scopes must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form", ["full", "prefix", "id"])
+def test_revokekey_by_key_prefix_or_id(capsys, org, form):
+    row, key = actions.create_key(org)
+    arg = {"full": key, "prefix": row.prefix, "id": row.key_id}[form]
+    assert cli.main(["revokekey", arg]) == 0
+    assert ApiKey.objects.get(pk=row.pk).revoked_at is not None
+    with pytest.raises(actions.AuthError):
+        actions.authenticate_key(key)
+
+
+def test_revokekey_unknown(capsys):
+    assert cli.main(["revokekey", "nf_live_zzzzzzzzzzzz_"]) == 1
+    assert "no API key" in capsys.readouterr().err
+
+
+def test_manage_passes_through_to_django(capsys):
+    assert cli.main(["manage", "check"]) == 0
+    assert "no issues" in capsys.readouterr().out
+
+
+def test_first_run_bootstrap_creates_default_org_once():
+    key = cli.bootstrap_default_org()
+    assert actions.authenticate_key(key).organization.name == "default"
+    assert cli.bootstrap_default_org() is None
