@@ -1,0 +1,285 @@
+"""H.264 MP4 files with PyAV: encode a rendered clip, probe it back, decode uploaded input clips.
+
+This is the file side of the fast-batch clip tier (PROTOCOL.md `GET /v1/clips/{id}/video`):
+- `encode_mp4` writes H.264 (yuv420p) in MP4 with the `moov` atom first ("fast start"), so a browser
+  can start playing before the whole file has arrived. NVENC is used when the GPU can really open it,
+  libx264 otherwise. The file appears atomically (temp file + rename): a reader never sees half a clip.
+- `probe_mp4` decodes a file back and reports what it really contains (tests, audits).
+- `decode_video_frames` turns an uploaded clip (video-to-video jobs) into RGB frames at the job size,
+  refusing corrupt, empty or oversize input with `BadVideo(reason)`.
+
+Frames are numpy arrays of shape (height, width, 3), dtype uint8, RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator
+
+import av
+import numpy as np
+
+CPU_CODEC = "libx264"
+NVENC_CODEC = "h264_nvenc"
+# Encoder options per codec: x264 "veryfast" keeps a CPU encode well under the render time;
+# crf 23 is x264's default quality. NVENC p4 is its balanced preset.
+CODEC_OPTIONS: dict[str, dict[str, str]] = {
+    CPU_CODEC: {"preset": "veryfast", "crf": "23"},
+    NVENC_CODEC: {"preset": "p4"},
+}
+# Uploaded clips bigger than this many pixels per frame are refused before decoding: a tiny file can
+# declare a huge frame size (a decompression bomb).
+MAX_SOURCE_PIXELS = 4096 * 4096
+
+
+class BadVideo(Exception):
+    """An uploaded video that cannot be used; `reason` is one of
+    `too_large`, `empty`, `corrupt`, `no_video_stream`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class VideoEncodeError(Exception):
+    """The requested encoder could not be opened or failed while encoding."""
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    frames: int
+    duration_s: float
+    bytes: int
+    codec: str
+
+
+@lru_cache(maxsize=None)
+def codec_usable(codec: str, width: int = 256, height: int = 256) -> bool:
+    """Whether `codec` can really be opened here at this size (cached per process).
+
+    NVENC is compiled into the PyAV wheels, but opening it needs an NVIDIA driver and an encoder on
+    the GPU (data-centre parts such as the H100/H200 have none), and it has a minimum frame size, so
+    presence in `codecs_available` is not enough: we open a context and see.
+    """
+    if codec not in av.codecs_available:
+        return False
+    try:
+        ctx = av.CodecContext.create(codec, "w")
+        ctx.width, ctx.height = width, height
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = Fraction(1, 30)
+        ctx.open()
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def pick_codec(requested: str | None = None, width: int = 256, height: int = 256) -> str:
+    """The encoder to use: `requested` as is, else NVENC when usable at this size, else libx264."""
+    if requested is not None:
+        return requested
+    return NVENC_CODEC if codec_usable(NVENC_CODEC, width, height) else CPU_CODEC
+
+
+def _check_size(width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    # yuv420p subsamples chroma by 2 in both directions: H.264 encoders refuse odd sizes.
+    if width % 2 or height % 2:
+        raise ValueError(f"H.264 (yuv420p) needs even width and height, got {width}x{height}")
+
+
+class _FirstFrameFailed(VideoEncodeError):
+    """The encoder failed on frame 0: nothing was consumed past it, so another codec can retry."""
+
+
+def encode_mp4(
+    frames: Iterable[np.ndarray],
+    path: str | os.PathLike[str],
+    fps: int,
+    width: int,
+    height: int,
+    codec: str | None = None,
+    first_frame_callback: Callable[[], None] | None = None,
+) -> EncodeResult:
+    """Encode RGB frames to an H.264 MP4 at `path` (fast start, written atomically).
+
+    `codec=None` picks NVENC when usable, else libx264 (also when NVENC fails on the first frame);
+    an explicit codec is used or fails with VideoEncodeError. `first_frame_callback` is called once,
+    after the first frame was encoded. Raises ValueError for odd or non-positive sizes, a wrong
+    frame shape, fps < 1 or no frames.
+    """
+    _check_size(width, height)
+    if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
+        raise ValueError(f"fps must be a positive integer, got {fps!r}")
+    if codec is not None and not codec_usable(codec, width, height):
+        raise VideoEncodeError(f"encoder {codec!r} is not usable on this machine at {width}x{height}")
+    codec_name = pick_codec(codec, width, height)
+    remaining = iter(frames)
+    first = next(remaining, None)
+    if first is None:
+        raise ValueError("no frames to encode")
+    target = Path(path)
+    # The temp file lives beside the target so that os.replace is a same-filesystem atomic rename.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        try:
+            count = _encode(first, remaining, tmp_name, fps, width, height, codec_name,
+                            first_frame_callback)
+        except _FirstFrameFailed:
+            if codec is not None or codec_name == CPU_CODEC:
+                raise
+            codec_name = CPU_CODEC
+            count = _encode(first, remaining, tmp_name, fps, width, height, codec_name,
+                            first_frame_callback)
+        with open(tmp_name, "rb+") as f:
+            os.fsync(f.fileno())  # the rename must not publish a file whose data is still in cache
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return EncodeResult(count, count / fps, target.stat().st_size, codec_name)
+
+
+def _encode(
+    first: np.ndarray,
+    remaining: Iterator[np.ndarray],
+    filename: str,
+    fps: int,
+    width: int,
+    height: int,
+    codec: str,
+    first_frame_callback: Callable[[], None] | None,
+) -> int:
+    time_base = Fraction(1, fps)
+    count = 0
+    with av.open(filename, "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = time_base
+        stream.options = dict(CODEC_OPTIONS.get(codec, {}))
+        for array in itertools.chain((first,), remaining):
+            if array.shape != (height, width, 3) or array.dtype != np.uint8:
+                raise ValueError(
+                    f"frame {count} has shape {array.shape} {array.dtype}, "
+                    f"expected ({height}, {width}, 3) uint8"
+                )
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            # pts counts frames in a 1/fps time base: exact timing with no rounding drift.
+            frame.pts = count
+            frame.time_base = time_base
+            try:
+                packets = stream.encode(frame)
+            except av.FFmpegError as exc:
+                error = _FirstFrameFailed if count == 0 else VideoEncodeError
+                raise error(f"{codec} failed on frame {count}: {exc}") from exc
+            container.mux(packets)
+            count += 1
+            if count == 1 and first_frame_callback is not None:
+                first_frame_callback()
+        container.mux(stream.encode(None))  # flush delayed frames (B-frames, lookahead)
+    return count
+
+
+def probe_mp4(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Decode a video file and report {frames, width, height, duration_s, fps, codec}."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        if stream.duration is not None and stream.time_base is not None:
+            duration_s = float(stream.duration * stream.time_base)
+        else:
+            duration_s = (container.duration or 0) / av.time_base
+        rate = stream.average_rate or stream.guessed_rate
+        return {
+            "frames": frames,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "duration_s": duration_s,
+            "fps": float(rate) if rate else None,
+            "codec": stream.codec_context.name,
+        }
+
+
+def _open_source(source: str | os.PathLike[str] | IO[bytes], max_bytes: int) -> str | IO[bytes]:
+    """Check the upload's size and return something av.open accepts."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            size = os.path.getsize(source)
+        except OSError as exc:
+            raise BadVideo("empty", f"cannot read {os.fspath(source)!r}: {exc.strerror}") from None
+        if size == 0:
+            raise BadVideo("empty", "the file is empty")
+        if size > max_bytes:
+            raise BadVideo("too_large", f"{size} bytes is more than the {max_bytes}-byte limit")
+        return os.fspath(source)
+    # A stream of unknown length: read at most one byte past the limit, so an oversize upload is
+    # detected without holding all of it.
+    data = source.read(max_bytes + 1)
+    if not data:
+        raise BadVideo("empty", "the upload is empty")
+    if len(data) > max_bytes:
+        raise BadVideo("too_large", f"more than the {max_bytes}-byte limit")
+    return io.BytesIO(data)
+
+
+def iter_video_frames(
+    source: str | os.PathLike[str] | IO[bytes], width: int, height: int
+) -> Iterator[np.ndarray]:
+    """Decode frames lazily, scaled to width x height RGB; PyAV errors propagate (av.FFmpegError)."""
+    with av.open(os.fspath(source) if isinstance(source, os.PathLike) else source) as container:
+        if not container.streams.video:
+            raise BadVideo("no_video_stream", "the file has no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if ctx.width and ctx.height and ctx.width * ctx.height > MAX_SOURCE_PIXELS:
+            raise BadVideo("too_large", f"frame size {ctx.width}x{ctx.height} is too large")
+        # Let FFmpeg use its frame threads: decoding an upload should not take one core only.
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24", width=width, height=height)
+
+
+def decode_video_frames(
+    path_or_file: str | os.PathLike[str] | IO[bytes],
+    width: int,
+    height: int,
+    max_frames: int,
+    max_bytes: int,
+) -> list[np.ndarray]:
+    """Decode an uploaded clip into at most `max_frames` RGB frames of width x height.
+
+    Frames past `max_frames` are not decoded (the job asked for that many). Raises BadVideo:
+    `too_large` (over `max_bytes`, or an absurd frame size), `empty` (no bytes or no frames),
+    `corrupt` (FFmpeg cannot read it), `no_video_stream`.
+    """
+    if width <= 0 or height <= 0 or max_frames <= 0:
+        raise ValueError("width, height and max_frames must be positive")
+    source = _open_source(path_or_file, max_bytes)
+    frames: list[np.ndarray] = []
+    decoder = iter_video_frames(source, width, height)
+    try:
+        for array in decoder:
+            frames.append(array)
+            if len(frames) >= max_frames:
+                break
+    except av.FFmpegError as exc:
+        raise BadVideo("corrupt", str(exc)) from None
+    finally:
+        decoder.close()  # closes the container now, not whenever the generator is collected
+    if not frames:
+        raise BadVideo("empty", "no decodable video frames")
+    return frames
