@@ -41,6 +41,9 @@ INSTALLED_APPS = [
     "channels",
     "nextframe.tenancy",
     "nextframe.api",
+    "nextframe.live",
+    "nextframe.clips",
+    "nextframe.audits",
 ]
 
 MIDDLEWARE = [
@@ -168,3 +171,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("NEXTFRAME_LOG_LEVEL", "INFO")},
 }
+
+# --- GPU pool -----------------------------------------------------------------------------------
+POOL_LEASE_TTL_S = env_float("NEXTFRAME_POOL_LEASE_TTL_S", 15.0, minimum=1.0)
