@@ -1,0 +1,109 @@
+"""LeaseKeeper: heartbeats on a thread, reports lost leases, refreshes devices, stops cleanly."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from inference.pool import FakeProbe, LeaseKeeper, LeaseLost, MemoryBackend, Pool
+
+TTL = 15.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 500.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def keeper_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "nextframe-lease-keeper"]
+
+
+def test_tick_keeps_leases_alive_past_their_ttl(clock):
+    pool = Pool(MemoryBackend(), FakeProbe.gpus(1), clock=clock, ttl_s=TTL)
+    res = pool.reserve("org1", "s1", 1.0)
+    keeper = LeaseKeeper(pool)
+    keeper.add(res)
+    for _ in range(5):
+        clock.t += TTL * 0.8
+        keeper.tick()
+    assert keeper.current(res.lease_id).expires_at == clock() + TTL
+    assert [r.lease_id for r in pool.active_leases()] == [res.lease_id]
+    keeper.remove(res.lease_id)
+    clock.t += TTL
+    keeper.tick()
+    assert pool.active_leases() == []  # no longer heartbeated: expired
+
+
+def test_lost_lease_is_reported_once_and_dropped(clock):
+    pool = Pool(MemoryBackend(), FakeProbe.gpus(1), clock=clock, ttl_s=TTL)
+    lost: list[tuple[str, str]] = []
+    keeper = LeaseKeeper(pool, on_lost=lambda res, err: lost.append((res.session_id, err.reason)))
+    clip = pool.reserve("org1", "clip1", 0.3, priority="clip")
+    other = pool.reserve("org1", "clip2", 0.5, priority="clip")
+    keeper.add(clip)
+    keeper.add(other)
+    pool.reserve("org2", "live1", 0.5)  # preempts the newest clip only, which is enough
+    keeper.tick()
+    keeper.tick()
+    assert lost == [("clip2", "preempted")]
+    assert keeper.current(other.lease_id) is None and keeper.current(clip.lease_id) is not None
+
+
+def test_a_failing_callback_or_backend_does_not_stop_the_others(clock):
+    class Flaky(MemoryBackend):
+        fail = True
+
+        def heartbeat(self, lease_id, token, ttl_s, now=None):
+            if self.fail:
+                raise ConnectionError("backend down")
+            return super().heartbeat(lease_id, token, ttl_s, now)
+
+    backend = Flaky()
+    pool = Pool(backend, FakeProbe.gpus(1), clock=clock, ttl_s=TTL)
+    res = pool.reserve("org1", "s1", 0.5)
+    keeper = LeaseKeeper(pool, on_lost=lambda r, e: (_ for _ in ()).throw(RuntimeError("callback bug")))
+    keeper.add(res)
+    keeper.tick()  # backend down: still tracked
+    assert keeper.current(res.lease_id) == res
+    clock.t += TTL + 1
+    backend.fail = False
+    keeper.tick()  # now the lease is found expired; the callback raises; tick survives
+    assert keeper.current(res.lease_id) is None
+
+
+def test_tick_refreshes_devices_so_drain_state_follows_the_probe(clock):
+    probe = FakeProbe.gpus(1)
+    pool = Pool(MemoryBackend(), probe, clock=clock, ttl_s=TTL)
+    keeper = LeaseKeeper(pool)
+    keeper.tick()
+    probe.set("cuda:0", temperature_c=95.0)
+    keeper.tick()
+    assert pool.usage()["local/cuda:0"]["draining"] is True
+
+
+def test_thread_heartbeats_and_stops_cleanly():
+    pool = Pool(MemoryBackend(), FakeProbe.gpus(1), ttl_s=3.0)  # real time
+    res = pool.reserve("org1", "s1", 0.5)
+    before = set(keeper_threads())
+    with LeaseKeeper(pool, interval_s=0.01) as keeper:
+        keeper.add(res)
+        deadline = time.monotonic() + 10
+        while keeper.current(res.lease_id).expires_at == res.expires_at and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert keeper.current(res.lease_id).expires_at > res.expires_at
+    assert set(keeper_threads()) == before == set()
+    pool.heartbeat(res)  # stopping the keeper does not release: the owner does
+    pool.release(res)
+    with pytest.raises(LeaseLost):
+        pool.heartbeat(res)
