@@ -1,0 +1,634 @@
+"""Reference Python client for the live protocol v1, and the `nextframe live` command.
+
+    async with LiveClient("ws://host:8000/v1/live", key="nf_test_...") as client:
+        ready = await client.start("identity", width=512, height=512, fps=30)
+        await client.send_frame(0, capture_ts_us, jpeg)       # video-to-video models
+        await client.control(1, prompt="a watercolour cat")
+        async for event in client:                             # dicts, and ReceivedFrame for frames
+            ...
+        usage = (await client.stop())["usage"]
+
+One background task reads the socket, so `start()` and `stop()` get their answers even when nobody
+iterates. Received events wait in a bounded buffer: when the application does not keep up, the
+oldest *frames* are dropped first (counted in `dropped_events`); JSON messages are kept.
+
+Wire format and codes come from `inference.protocol` only. No torch here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from inference import protocol as p
+
+# Output frames carry up to inference.codec.MAX_FRAME_BYTES (2 MiB) of JPEG; leave room for the header.
+MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+# How long start() waits, after an `error` answered session.start, for the close code to follow.
+ERROR_CLOSE_GRACE_S = 1.0
+
+_CODE_FOR_CLOSE = {
+    p.CLOSE_UNAUTHENTICATED: "unauthenticated",
+    p.CLOSE_FORBIDDEN: "forbidden",
+    p.CLOSE_CONCURRENCY: "concurrency_limit",
+    p.CLOSE_TRY_AGAIN: "capacity_unavailable",
+}
+_CODE_FOR_HTTP = {
+    401: "unauthenticated",
+    402: "quota_exceeded",
+    403: "forbidden",
+    429: "concurrency_limit",
+    503: "capacity_unavailable",
+}
+_AUTH_CODES = frozenset({"unauthenticated", "forbidden"})
+
+
+class LiveClientError(Exception):
+    """A session could not be opened or went wrong.
+
+    `code` is a protocol error code (`capacity_unavailable`, ...), `unauthenticated`/`forbidden`
+    for refused credentials, or `connection_failed`, `connection_closed`, `timeout`, `bad_message`.
+    `close_code` is the WebSocket close code when the server closed the socket.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        close_code: int | None = None,
+        *,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        detail = f" (close code {close_code})" if close_code else ""
+        detail += f" (HTTP {http_status})" if http_status else ""
+        super().__init__(f"{code}: {message}{detail}")
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def is_auth(self) -> bool:
+        """True when the credentials were refused (exit code 2 in the CLI)."""
+        return (
+            self.code in _AUTH_CODES
+            or self.close_code in (p.CLOSE_UNAUTHENTICATED, p.CLOSE_FORBIDDEN)
+            or self.http_status in (401, 403)
+        )
+
+
+@dataclass(frozen=True)
+class ReceivedFrame:
+    """An output frame as received: its decoded header, the JPEG, and `clock()` at arrival."""
+
+    header: p.OutputFrameHeader
+    jpeg: bytes
+    received_at: float
+
+
+Event = dict[str, Any] | ReceivedFrame
+
+
+def _with_ticket(url: str, ticket: str | None) -> str:
+    if ticket is None:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "ticket"] + [("ticket", ticket)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _handshake_error(exc: InvalidStatus) -> LiveClientError:
+    response = exc.response
+    status = response.status_code
+    code = _CODE_FOR_HTTP.get(status, "connection_failed")
+    message = f"the server refused the WebSocket handshake with HTTP {status}"
+    # The REST error shape {"error": {"code", "message"}} may come in the body: prefer its words.
+    try:
+        body = json.loads(response.body or b"")
+        code = body["error"]["code"] or code
+        message = body["error"]["message"] or message
+    except (ValueError, KeyError, TypeError):
+        pass
+    retry_after = response.headers.get("Retry-After")
+    retry = float(retry_after) if retry_after and retry_after.isdigit() else None
+    return LiveClientError(code, message, None, http_status=status, retry_after_s=retry)
+
+
+class LiveClient:
+    """One live session over one WebSocket; an async context manager and an async iterator."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str | None = None,
+        ticket: str | None = None,
+        *,
+        max_pending_events: int = 256,
+        open_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_pending_events < 1:
+            raise ValueError("max_pending_events must be at least 1")
+        self.url = _with_ticket(url, ticket)
+        self._key = key
+        self._open_timeout = open_timeout
+        self._clock = clock
+        self._max_pending = max_pending_events
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._events: collections.deque[Event] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._ended: asyncio.Future[dict[str, Any]] | None = None
+        self._start_error: dict[str, Any] | None = None
+        self._failure: LiveClientError | None = None
+        self._failure_raised = False
+        self._done = False
+        self.dropped_events = 0
+        self.ready: dict[str, Any] | None = None
+        self.ended: dict[str, Any] | None = None
+
+    # --- connection -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> LiveClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the WebSocket; raise LiveClientError when the handshake is refused or fails."""
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else None
+        try:
+            # compression=None: JPEG does not deflate, and compressing it would only burn CPU.
+            self._ws = await connect(
+                self.url,
+                additional_headers=headers,
+                open_timeout=self._open_timeout,
+                max_size=MAX_RECEIVE_BYTES,
+                compression=None,
+            )
+        except InvalidStatus as exc:
+            raise _handshake_error(exc) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise LiveClientError("connection_failed", f"cannot connect to {self.url}: {exc}") from None
+        loop = asyncio.get_running_loop()
+        self._ready, self._ended = loop.create_future(), loop.create_future()
+        self._reader = asyncio.create_task(self._read_loop())
+
+    async def close(self) -> None:
+        """Close the socket (without ending the session politely: use stop() for that)."""
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            await self._reader
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def start(
+        self,
+        model: str,
+        width: int | None = None,
+        height: int | None = None,
+        fps: int | None = None,
+        prompt: str | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """Send session.start and return the session.ready message."""
+        await self._send(p.SessionStart(model, width, height, fps, prompt, params).to_json())
+        assert self._ready is not None
+        return await self._wait(self._ready, timeout, "session.ready")
+
+    async def send_frame(self, seq: int, capture_ts_us: int, jpeg: bytes) -> None:
+        """Send one input frame (12-byte header + JPEG)."""
+        await self._send(p.pack_input_frame(seq, capture_ts_us, jpeg))
+
+    async def control(
+        self, seq: int, prompt: str | None = None, params: dict[str, Any] | None = None
+    ) -> None:
+        """Send a control; its fate arrives as a control.applied or control.rejected event."""
+        if prompt is None and params is None:
+            raise ValueError("a control needs a prompt and/or params")
+        await self._send(p.Control(seq, prompt, params).to_json())
+
+    async def stop(self, timeout: float = 10.0) -> dict[str, Any]:
+        """End the session and return session.ended (at once if the server already ended it)."""
+        assert self._ended is not None, "connect() first"
+        if not self._ended.done():
+            await self._send(p.SessionStop().to_json())
+        return await self._wait(self._ended, timeout, "session.ended")
+
+    async def _send(self, message: str | bytes) -> None:
+        if self._ws is None:
+            raise LiveClientError("connection_failed", "not connected: use `async with` or connect()")
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed:
+            # The reader records why the socket closed; give it the chance before reporting.
+            if self._reader is not None:
+                await self._reader
+            raise self._failure or LiveClientError(
+                "connection_closed", "the connection is closed", self._ws.close_code
+            ) from None
+
+    async def _wait(self, future: asyncio.Future[dict[str, Any]], timeout: float, what: str) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise LiveClientError("timeout", f"no {what} within {timeout} s") from None
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if self._done:
+                if self._failure is not None and not self._failure_raised:
+                    self._failure_raised = True
+                    raise self._failure
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _push(self, event: Event) -> None:
+        if len(self._events) >= self._max_pending:
+            # Bounded: a slow consumer loses its oldest frame (a newer one is on its way), and only
+            # when no frame is left, the oldest message.
+            for i, queued in enumerate(self._events):
+                if isinstance(queued, ReceivedFrame):
+                    del self._events[i]
+                    break
+            else:
+                self._events.popleft()
+            self.dropped_events += 1
+        self._events.append(event)
+        self._wakeup.set()
+
+    def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            header, jpeg = p.unpack_output_frame(message)
+            self._push(ReceivedFrame(header, jpeg, self._clock()))
+            return
+        event = p.parse_server_message(message)
+        kind = event["type"]
+        assert self._ready is not None and self._ended is not None
+        if kind == "session.ready" and not self._ready.done():
+            self.ready = event
+            self._ready.set_result(event)
+        elif kind == "session.ended" and not self._ended.done():
+            self.ended = event
+            self._ended.set_result(event)
+        elif kind == "error" and not self._ready.done() and self._start_error is None:
+            # session.start was answered with an error: fail start(), with the close code if the
+            # server closes right after (as it does for capacity and concurrency refusals).
+            self._start_error = event
+            asyncio.get_running_loop().call_later(ERROR_CLOSE_GRACE_S, self._fail_start, None)
+        self._push(event)
+
+    def _fail_start(self, close_code: int | None) -> None:
+        assert self._ready is not None
+        if self._ready.done() or self._start_error is None:
+            return
+        err = self._start_error
+        self._ready.set_exception(
+            LiveClientError(str(err.get("code")), str(err.get("message")), close_code,
+                            retry_after_s=err.get("retry_after_s"))
+        )
+
+    async def _read_loop(self) -> None:
+        assert self._ws is not None and self._ready is not None and self._ended is not None
+        try:
+            async for message in self._ws:
+                self._on_message(message)
+        except ConnectionClosed:
+            pass  # an abnormal close: handled below from the close code
+        except p.ProtocolError as exc:
+            self._failure = LiveClientError("bad_message", f"the server broke the protocol: {exc.message}")
+            await self._ws.close()
+        finally:
+            close_code = self._ws.close_code
+            if self._failure is None and not self._ended.done():
+                self._failure = self._close_failure(close_code, self._ws.close_reason or "")
+            if self._start_error is not None:
+                self._fail_start(close_code)
+            for future in (self._ready, self._ended):
+                if not future.done():
+                    future.set_exception(self._failure or LiveClientError("connection_closed", "closed"))
+                    future.exception()  # mark retrieved: nobody may be waiting on it
+            self._done = True
+            self._wakeup.set()
+
+    def _close_failure(self, close_code: int | None, reason: str) -> LiveClientError:
+        code = _CODE_FOR_CLOSE.get(close_code or 0, "connection_closed")
+        message = reason or "the server closed the connection before session.ended"
+        return LiveClientError(code, message, close_code)
+
+
+# --- input sources ----------------------------------------------------------------------------
+
+
+def pattern_source(width: int, height: int, quality: int = 85) -> Iterator[bytes]:
+    """An endless moving test pattern as JPEG: diagonal colour bands drifting, plus a sweeping bar."""
+    import numpy as np
+    import simplejpeg
+
+    y, x = np.mgrid[0:height, 0:width]
+    diagonal = (x + y).astype(np.int32)
+    frame = np.empty((height, width, 3), np.uint8)
+    t = 0
+    while True:
+        frame[..., 0] = ((diagonal + 4 * t) % 256).astype(np.uint8)
+        frame[..., 1] = ((x * 255) // max(width - 1, 1)).astype(np.uint8)
+        frame[..., 2] = ((y * 255) // max(height - 1, 1)).astype(np.uint8)
+        bar = (t * 8) % width
+        frame[:, bar : bar + max(width // 32, 2)] = 255  # a moving edge makes latency visible
+        yield simplejpeg.encode_jpeg(frame, quality=quality, colorspace="RGB")
+        t += 1
+
+
+def file_source(path: str, width: int, height: int, loop: bool = True, quality: int = 85) -> Iterator[bytes]:
+    """Frames of a video file (looped) or a single image (repeated), as JPEG at width x height."""
+    import simplejpeg
+
+    from inference.video import iter_video_frames
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    while True:
+        count = 0
+        jpeg = b""
+        for array in iter_video_frames(path, width, height):
+            jpeg = simplejpeg.encode_jpeg(array, quality=quality, colorspace="RGB")
+            count += 1
+            yield jpeg
+        if count == 0:
+            raise ValueError(f"{path}: no video frames")
+        if count == 1:  # a still image: keep sending it without decoding it again
+            while True:
+                yield jpeg
+        if not loop:
+            return
+
+
+# --- the `nextframe live` command -----------------------------------------------------------
+
+
+def format_metrics(m: dict[str, Any]) -> str:
+    """One readable line for a metrics message (missing numbers show as '-')."""
+
+    def num(value: Any, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lat = m.get("latency_ms") or {}
+    return (
+        f"frames {m.get('frames_out', '-')} | fps {num(m.get('fps'))} | ttff {num(m.get('ttff_ms'), 0)} ms"
+        f" | latency p50 {num(lat.get('p50'))} p95 {num(lat.get('p95'))} p99 {num(lat.get('p99'))} ms"
+        f" | jitter {num(m.get('jitter_ms'))} ms | misses {m.get('deadline_misses', '-')}"
+        f" | drops {m.get('dropped_inputs', '-')} | gpu-s {num(m.get('gpu_seconds'), 2)}"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="nextframe live", description="Run one live session and print its metrics.")
+    ap.add_argument("--url", default=os.environ.get("NEXTFRAME_LIVE_URL", "ws://127.0.0.1:8000/v1/live"))
+    ap.add_argument("--key", default=os.environ.get("NEXTFRAME_API_KEY"), help="API key (or NEXTFRAME_API_KEY)")
+    ap.add_argument("--ticket", help="a ticket from POST /v1/tickets instead of a key")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--input", help="'pattern' or a video/image file; omit for text-to-video models")
+    ap.add_argument("--width", type=int)
+    ap.add_argument("--height", type=int)
+    ap.add_argument("--fps", type=int)
+    ap.add_argument("--prompt")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=JSON", help="model param (repeatable)")
+    ap.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    ap.add_argument("--control-every", type=int, metavar="N", help="send a control every N output frames")
+    ap.add_argument("--control-prompt", action="append", default=[], help="prompts to cycle through (repeatable)")
+    ap.add_argument("--json", action="store_true", help="print server messages as JSON lines")
+    return ap
+
+
+def _parse_params(items: list[str]) -> dict[str, Any] | None:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw  # a bare word is a string
+    return params or None
+
+
+def _out(line: str, *, err: bool = False) -> None:
+    print(line, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class _Run:
+    """One CLI session: a sender paced at the session fps, a receiver printing what arrives.
+
+    Besides the server's metrics it measures two things on the client clock: the round trip of
+    input frames (their capture timestamp comes back in the output header) and the control-to-frame
+    lag (from sending a control to the first received frame whose header carries its seq).
+    """
+
+    def __init__(self, client: LiveClient, args: argparse.Namespace, ready: dict[str, Any]) -> None:
+        self.client, self.args, self.ready = client, args, ready
+        self.stop = asyncio.Event()
+        self.frames_received = 0
+        self.last_frame_index = -1
+        self.control_seq = 0
+        self.controls_sent: dict[int, tuple[float, int]] = {}  # seq -> (sent at, last frame seen)
+        self.control_lag_ms: list[float] = []
+        self.round_trip_ms: list[float] = []
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.args.json:
+            _out(json.dumps(event))
+            return
+        kind = event["type"]
+        if kind == "metrics":
+            _out(format_metrics(event))
+        elif kind == "error":
+            _out(f"error {event.get('code')}: {event.get('message')}", err=True)
+        elif kind == "control.rejected":
+            _out(f"control {event.get('seq')} rejected ({event.get('code')}): {event.get('message')}", err=True)
+        elif kind == "control.applied":
+            sent = self.controls_sent.get(event.get("seq", -1))
+            lag = "" if sent is None else f" (lag {event['frame'] - sent[1] - 1} frames)"
+            _out(f"control {event.get('seq')} applied at frame {event.get('frame')}{lag}")
+        elif kind == "moderation":
+            _out(f"moderation: frame {event.get('frame')} {event.get('action')} ({event.get('category')})", err=True)
+        elif kind == "session.ended":
+            u = event.get("usage") or {}
+            _out(f"session ended ({event.get('reason')}): {u.get('frames')} frames, "
+                 f"{u.get('gpu_seconds')} GPU-seconds, cost {u.get('cost')} {u.get('currency', '')}".rstrip())
+
+    def summary(self) -> str:
+        parts = [f"client: {self.frames_received} frames received"]
+        if self.round_trip_ms:
+            rt = self.round_trip_ms
+            parts.append(f"round trip p50 {_percentile(rt, 0.5):.1f} p95 {_percentile(rt, 0.95):.1f} ms")
+        if self.control_lag_ms:
+            lag = self.control_lag_ms
+            parts.append(f"control-to-frame p50 {_percentile(lag, 0.5):.1f} ms ({len(lag)} controls)")
+        return ", ".join(parts)
+
+    async def receive(self) -> None:
+        async for event in self.client:
+            if isinstance(event, ReceivedFrame):
+                await self.on_frame(event)
+                continue
+            self.emit(event)
+            if event["type"] == "session.ended":
+                self.stop.set()
+
+    async def on_frame(self, frame: ReceivedFrame) -> None:
+        header = frame.header
+        self.frames_received += 1
+        self.last_frame_index = header.frame_index
+        if header.input_seq is not None:
+            self.round_trip_ms.append(frame.received_at * 1000 - header.input_capture_ts_us / 1000)
+        for seq in [s for s in self.controls_sent if s <= header.control_seq]:
+            sent_at, _ = self.controls_sent.pop(seq)
+            if seq == header.control_seq:  # older ones were superseded, not measured
+                self.control_lag_ms.append((frame.received_at - sent_at) * 1000)
+        every = self.args.control_every
+        if every and self.frames_received % every == 0 and not self.stop.is_set():
+            self.control_seq += 1
+            prompts = self.args.control_prompt or [f"{self.args.prompt or 'control'} #{self.control_seq}"]
+            prompt = prompts[(self.control_seq - 1) % len(prompts)]
+            self.controls_sent[self.control_seq] = (time.monotonic(), self.last_frame_index)
+            await self.client.control(self.control_seq, prompt=prompt)
+
+    async def send(self, source: Iterator[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / max(int(self.ready.get("fps") or 30), 1)
+        next_at = loop.time()
+        seq = 0
+        while not self.stop.is_set():
+            jpeg = await asyncio.to_thread(next, source, None)  # decoding must not stall the loop
+            if jpeg is None:
+                return  # a finite source ran out: the session goes on with the last frame sent
+            # Capture times are on the monotonic clock, the clock ReceivedFrame.received_at uses.
+            await self.client.send_frame(seq, time.monotonic_ns() // 1000, jpeg)
+            seq += 1
+            next_at += interval
+            delay = next_at - loop.time()
+            if delay <= 0:
+                next_at = loop.time()  # fell behind: send the next one now, never a burst to catch up
+                continue
+            try:
+                await asyncio.wait_for(self.stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+
+def _exit_code(reason: str | None) -> int:
+    if reason in ("client", "idle", "max_duration"):
+        return 0
+    return 2 if reason == "revoked" else 1
+
+
+async def _run(args: argparse.Namespace, params: dict[str, Any] | None) -> int:
+    loop = asyncio.get_running_loop()
+    async with LiveClient(args.url, key=args.key, ticket=args.ticket) as client:
+        ready = await client.start(args.model, args.width, args.height, args.fps, args.prompt, params)
+        run = _Run(client, args, ready)
+        if args.json:
+            _out(json.dumps(ready))
+        else:
+            _out(f"session {ready.get('session_id')}: {ready.get('model')} {ready.get('width')}x"
+                 f"{ready.get('height')} @ {ready.get('fps')} fps, tier {ready.get('tier')}")
+        try:  # Ctrl-C stops the session cleanly; a second Ctrl-C interrupts for real
+            loop.add_signal_handler(signal.SIGINT, lambda: (run.stop.set(), loop.remove_signal_handler(signal.SIGINT)))
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # not the main thread (tests) or no signals on this platform
+        tasks = [asyncio.create_task(run.receive())]
+        if args.input:
+            w, h = int(ready["width"]), int(ready["height"])
+            source = pattern_source(w, h) if args.input == "pattern" else file_source(args.input, w, h)
+            tasks.append(asyncio.create_task(run.send(source)))
+        stopper = asyncio.create_task(run.stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], timeout=args.duration,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            failed = [t.exception() for t in done if t is not stopper and t.exception() is not None]
+            run.stop.set()
+            if failed and not isinstance(failed[0], LiveClientError):
+                # The input broke (unreadable file...): still end the session politely, then report.
+                try:
+                    await client.stop()
+                except LiveClientError:
+                    pass
+            if failed:
+                raise failed[0]
+            ended = await client.stop()
+            await asyncio.wait(tasks, timeout=5)
+        finally:
+            stopper.cancel()
+            for task in tasks:
+                task.cancel()
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (RuntimeError, ValueError, NotImplementedError):
+                pass
+        if run.frames_received and not args.json:
+            _out(run.summary())
+        return _exit_code(ended.get("reason"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`nextframe live ...`: run one session; 0 on a normal end, 2 for auth failures, 1 otherwise."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["live"]:
+        argv = argv[1:]  # called with the subcommand still in front
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse prints the usage; return its status instead of exiting
+        return int(exc.code or 0)
+    try:
+        params = _parse_params(args.param)
+    except ValueError as exc:
+        _out(str(exc), err=True)
+        return 1
+    if args.input and args.input != "pattern" and not os.path.isfile(args.input):
+        _out(f"--input {args.input!r}: no such file (use 'pattern' for the test pattern)", err=True)
+        return 1
+    try:
+        return asyncio.run(_run(args, params))
+    except LiveClientError as exc:
+        retry = f" (retry after {exc.retry_after_s} s)" if exc.retry_after_s else ""
+        _out(f"error: {exc}{retry}", err=True)
+        return 2 if exc.is_auth else 1
+    except KeyboardInterrupt:
+        _out("interrupted", err=True)
+        return 130
+    except (OSError, ValueError) as exc:  # unreadable input file and the like
+        _out(f"error: {exc}", err=True)
+        return 1
