@@ -1,0 +1,241 @@
+"""The device loop's logic, synchronous: sessions, and one step as schedule -> execute -> update.
+
+DeviceCore holds no threads. Tests drive it step by step with a FakeClock (`run_once`); the threaded
+DeviceRuntime (device.py) calls the same stage methods from its decode pool, its worker thread and
+its post thread, so what is tested is what runs.
+
+Stages of a frame: decode (JPEG -> pixels, per session at most one in flight) -> step (batched
+engine call, EDF) -> moderation hook (budgeted) -> encode -> deliver to the session's on_output.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Callable
+
+import numpy as np
+
+from .. import codec
+from ..engines import get_engine
+from ..engines.base import BadFrame, InvalidParams
+from .clock import Clock
+from .metrics import DeviceRecorder
+from .scheduler import Candidate, EdfScheduler
+from .session import Session
+from .types import Callbacks, DecodedInput, OutputFrame, PendingFrame, SessionConfig, WorkItem
+
+log = logging.getLogger(__name__)
+
+ModerationHook = Callable[[str, int, np.ndarray], "np.ndarray | None"]
+_ids = itertools.count(1)
+
+
+class DeviceCore:
+    def __init__(self, device_id: str, clock: Clock, moderation_hook: ModerationHook | None = None,
+                 moderation_budget_ms: float = 5.0, max_batch: int = 8, jpeg_quality: int = 85,
+                 max_frame_bytes: int = codec.MAX_FRAME_BYTES) -> None:
+        self.device_id = device_id
+        self.clock = clock
+        self.moderation_hook = moderation_hook
+        self.moderation_budget_s = moderation_budget_ms / 1000.0
+        self.jpeg_quality = jpeg_quality
+        self.max_frame_bytes = max_frame_bytes
+        self.scheduler = EdfScheduler(max_batch=max_batch)
+        self.metrics = DeviceRecorder(device_id, clock.now())
+        self._sessions: dict[str, Session] = {}
+        self._callbacks: dict[str, Callbacks] = {}
+        self._cb_locks: dict[str, threading.RLock] = {}
+        self._lock = threading.Lock()
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def open(self, config: SessionConfig, callbacks: Callbacks) -> Session:
+        """Validate `config` and add a session; raises UnknownModel / InvalidParams."""
+        engine = get_engine(config.engine_id)
+        spec = engine.spec
+        width, height, fps = spec.resolve_size(config.width, config.height, config.fps)
+        params = spec.resolve_params(config.params)
+        prompt = spec.validate_prompt(config.prompt)
+        if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+            raise InvalidParams("seed must be an integer")
+        sid = f"{self.device_id}-s{next(_ids)}"
+        s = Session(sid, engine, width, height, fps, prompt, params, config.seed, self.clock.now())
+        self.scheduler.times.prime(s.batch_key, spec.cost(width, height, fps).compute_share / fps)
+        with self._lock:
+            self._sessions[sid] = s
+            self._callbacks[sid] = callbacks
+            self._cb_locks[sid] = threading.RLock()
+        return s
+
+    def close(self, session_id: str) -> None:
+        """Remove a session; waits for a callback of it in progress, after which none fires."""
+        with self._lock:
+            s = self._sessions.get(session_id)
+            lock = self._cb_locks.get(session_id)
+        if s is None or lock is None:
+            return
+        with lock:
+            s.close()
+            s.metrics.closed_at = self.clock.now()
+        with self._lock:
+            self._sessions.pop(session_id, None)
+            self._callbacks.pop(session_id, None)
+            self._cb_locks.pop(session_id, None)
+
+    def sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def get(self, session_id: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get(session_id)
+
+    def _error(self, s: Session, code: str, message: str) -> None:
+        with self._lock:
+            cb, lock = self._callbacks.get(s.session_id), self._cb_locks.get(s.session_id)
+        if cb is None or lock is None or cb.on_error is None:
+            return
+        with lock:
+            if not s.closed:
+                try:
+                    cb.on_error(code, message)
+                except Exception:  # a consumer's bug must not stop the device
+                    log.exception("on_error callback of %s failed", s.session_id)
+
+    # -- stage 1: decode ----------------------------------------------------------------------------
+    def decode_pending(self, s: Session) -> int:
+        """Decode whatever is in the raw slot until it stays empty; returns frames decoded."""
+        n = 0
+        while (raw := s.take_raw()) is not None:
+            t0 = self.clock.now()
+            try:
+                pixels = codec.decode_jpeg(raw.jpeg, s.width, s.height, self.max_frame_bytes)
+            except BadFrame as exc:
+                s.metrics.count("bad_frames")
+                self._error(s, exc.code, f"frame {raw.seq}: {exc.reason}")
+                continue
+            finally:
+                self.metrics.stage("decode", self.clock.now() - t0)
+            s.offer_decoded(DecodedInput(raw.seq, raw.capture_ts_us, pixels, raw.received_at))
+            n += 1
+        return n
+
+    # -- stage 2: schedule / execute / update -----------------------------------------------------
+    def _lookahead(self, s: Session) -> float:
+        if s.chunk == 1:
+            return 0.0
+        return 1.5 * self.scheduler.times.estimate(s.batch_key, s.chunk) + 0.002
+
+    def schedule(self, now: float) -> list[tuple[Session, WorkItem]]:
+        """Pick the next batch (EDF, same engine and size, deadlines kept) and take its work."""
+        ready = [s for s in self.sessions() if s.is_ready(now, self._lookahead(s))]
+        self.metrics.depth("ready", len(ready))
+        by_id = {s.session_id: s for s in ready}
+        picked = self.scheduler.pick(
+            [Candidate(s.session_id, s.batch_key, s.deadline(), s.chunk) for s in ready], now)
+        return [(by_id[c.session_id], by_id[c.session_id].take_work(now)) for c in picked]
+
+    def execute(self, batch: list[tuple[Session, WorkItem]]) -> list:
+        """Run the engine once over the batch; returns its outputs (or None when it raised)."""
+        engine = batch[0][0].engine
+        t0 = self.clock.now()
+        try:
+            outs = engine.step([w.step_input for _, w in batch])
+            if len(outs) != len(batch):
+                raise RuntimeError(f"engine returned {len(outs)} outputs for {len(batch)} inputs")
+        except Exception as exc:
+            log.exception("engine %s failed a step", engine.spec.id)
+            for s, _ in batch:
+                self._error(s, "server_error", f"engine {engine.spec.id} failed: {exc}")
+            outs = None
+        dt = self.clock.now() - t0
+        self.metrics.step(len(batch), dt)
+        if outs is not None:
+            self.scheduler.times.observe(batch[0][0].batch_key, sum(s.chunk for s, _ in batch), dt)
+        return outs or []
+
+    def update(self, batch: list[tuple[Session, WorkItem]], outs: list) -> list[PendingFrame]:
+        """Hand the outputs back to their sessions; returns frames due for the post stage now."""
+        frames: list[PendingFrame] = []
+        for (s, work), out in zip(batch, outs):
+            try:
+                frames.extend(s.complete(work, out))
+            except RuntimeError as exc:
+                self._error(s, "server_error", str(exc))
+        return frames
+
+    def due_frames(self, now: float) -> list[PendingFrame]:
+        out: list[PendingFrame] = []
+        for s in self.sessions():
+            if s.chunk > 1:
+                out.extend(s.due_frames(now))
+        return out
+
+    def next_wakeup(self) -> float | None:
+        times = [t for s in self.sessions() if (t := s.next_wakeup(self._lookahead(s))) is not None]
+        return min(times) if times else None
+
+    # -- stage 3: moderation, encode, deliver ---------------------------------------------------------
+    def post(self, f: PendingFrame) -> None:
+        s = self.get(f.session_id)
+        if s is None or s.closed:
+            return
+        pixels = f.pixels
+        if self.moderation_hook is not None:
+            t0 = self.clock.now()
+            try:
+                replaced = self.moderation_hook(s.session_id, f.frame_index, pixels)
+            except Exception as exc:
+                # Fail closed: a frame the checks could not pass is not sent.
+                log.exception("moderation hook failed on %s frame %d", s.session_id, f.frame_index)
+                s.metrics.count("dropped_outputs")
+                self._error(s, "server_error", f"frame {f.frame_index} withheld: moderation failed ({exc})")
+                return
+            finally:
+                dt = self.clock.now() - t0
+                self.metrics.stage("moderation", dt)
+                if dt > self.moderation_budget_s:
+                    s.metrics.count("moderation_overruns")
+                    self.metrics.moderation_overruns += 1
+            if replaced is not None:
+                pixels = replaced
+        t0 = self.clock.now()
+        jpeg = codec.encode_jpeg(pixels, self.jpeg_quality)
+        now = self.clock.now()
+        self.metrics.stage("encode", now - t0)
+        out = OutputFrame(f.frame_index, f.input_seq, f.input_capture_ts_us, f.control_seq, jpeg, now)
+        with self._lock:
+            cb, lock = self._callbacks.get(s.session_id), self._cb_locks.get(s.session_id)
+        if cb is None or lock is None:
+            return
+        with lock:
+            if s.closed:
+                return
+            try:
+                delivered = bool(cb.on_output(out))
+            except Exception:
+                log.exception("on_output callback of %s failed", s.session_id)
+                delivered = False
+            s.metrics.output(now, f.release, f.deadline, delivered)
+            for seq, index in s.controls_reflected(f, now):
+                if cb.on_control_applied is not None:
+                    try:
+                        cb.on_control_applied(seq, index)
+                    except Exception:
+                        log.exception("on_control_applied callback of %s failed", s.session_id)
+
+    # -- the synchronous driver ---------------------------------------------------------------------
+    def run_once(self) -> int:
+        """One pass of every stage, inline: decode, due playback, one batch step, post. Returns frames posted."""
+        for s in self.sessions():
+            if s.decoding:
+                self.decode_pending(s)
+        now = self.clock.now()
+        frames = self.due_frames(now)
+        batch = self.schedule(now)
+        if batch:
+            frames.extend(self.update(batch, self.execute(batch)))
+            frames.extend(self.due_frames(self.clock.now()))
+        for f in frames:
+            self.post(f)
+        return len(frames)

@@ -1,0 +1,89 @@
+"""Plain dataclasses passed between the frame loop's parts (one place for the messages, vLLM-style)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..engines.base import StepInput
+
+NO_INPUT_SEQ = 0xFFFFFFFF
+
+
+@dataclass
+class SessionConfig:
+    """What a client asks for at session.start; None means the engine's default."""
+
+    engine_id: str
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    prompt: str = ""
+    params: dict[str, Any] | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OutputFrame:
+    """One produced frame, ready for the 20-byte header of PROTOCOL.md plus its JPEG."""
+
+    frame_index: int
+    input_seq: int
+    input_capture_ts_us: int
+    control_seq: int
+    jpeg: bytes
+    produced_at: float
+
+
+@dataclass
+class RawInput:
+    """An input frame as received: still JPEG bytes."""
+
+    seq: int
+    capture_ts_us: int
+    jpeg: bytes
+    received_at: float
+
+
+@dataclass
+class DecodedInput:
+    seq: int
+    capture_ts_us: int
+    pixels: np.ndarray
+    received_at: float
+
+
+@dataclass
+class WorkItem:
+    """One session's part of a step, taken from the session by the scheduler."""
+
+    session_id: str
+    step_input: StepInput
+    release: float         # when this work became due (input received / frame slot start)
+    deadline: float        # when its (first) output must be ready
+    input: DecodedInput | None
+    control_seq: int       # the newest control merged into step_input
+
+
+@dataclass
+class PendingFrame:
+    """A produced frame between the step and the client: pixels, provenance and timing."""
+
+    session_id: str
+    frame_index: int
+    pixels: np.ndarray
+    input_seq: int
+    input_capture_ts_us: int
+    control_seq: int
+    release: float
+    deadline: float
+    not_before: float = 0.0  # chunked engines: the playback time of this frame
+
+
+@dataclass
+class Callbacks:
+    on_output: Callable[[OutputFrame], bool]
+    on_control_applied: Callable[[int, int], None] | None = None
+    on_error: Callable[[str, str], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
