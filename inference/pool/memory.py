@@ -28,6 +28,7 @@ class MemoryBackend:
         self._leases: dict[str, Reservation] = {}
         self._tombstones: dict[str, tuple[str, float]] = {}
         self._token = 0
+        self._sweeps = 0
 
     @staticmethod
     def _now(now: float | None) -> float:
@@ -41,12 +42,12 @@ class MemoryBackend:
         for device_id, device in list(self._devices.items()):
             if device.expires_at <= now:
                 del self._devices[device_id]
-        for lease_id, (_, until) in list(self._tombstones.items()):
-            if until <= now:
-                del self._tombstones[lease_id]
-
-    def time(self) -> float:
-        return time.time()
+        # Tombstones only need forgetting eventually: scan them on every 32nd sweep, not each one.
+        self._sweeps += 1
+        if self._sweeps % 32 == 0:
+            for lease_id, (_, until) in list(self._tombstones.items()):
+                if until <= now:
+                    del self._tombstones[lease_id]
 
     def register_devices(
         self, node_id: str, devices: list[DeviceRecord], ttl_s: float, now: float | None = None
@@ -79,7 +80,7 @@ class MemoryBackend:
             self._leases[lease.lease_id] = lease
             return lease
 
-    def _current(self, lease_id: str, token: int, now: float) -> Reservation:
+    def _current(self, lease_id: str, token: int) -> Reservation:
         lease = self._leases.get(lease_id)
         if lease is None:
             reason = self._tombstones.get(lease_id, ("expired", 0.0))[0]
@@ -91,8 +92,13 @@ class MemoryBackend:
     def heartbeat(self, lease_id: str, token: int, ttl_s: float, now: float | None = None) -> float:
         now = self._now(now)
         with self._lock:
-            self._sweep(now)
-            lease = self._current(lease_id, token, now)
+            # No full sweep here: every lease heartbeats every ttl/3, so sweeping would make one
+            # round of heartbeats quadratic in the number of leases. Check this lease only.
+            lease = self._current(lease_id, token)
+            if lease.expires_at <= now:
+                del self._leases[lease_id]
+                self._tombstones[lease_id] = ("expired", now + TOMBSTONE_S)
+                raise LeaseLost("expired", lease_id)
             expires_at = now + ttl_s
             self._leases[lease_id] = replace(lease, expires_at=expires_at)
             return expires_at

@@ -11,6 +11,7 @@ holding one frees its capacity within the TTL without anyone cleaning up.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,8 @@ from .probe import Probe
 from .types import PRIORITIES, DeviceRecord, Priority, Reservation, ReserveRequest, Snapshot
 
 Clock = Callable[[], float]
+
+log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
@@ -104,7 +107,13 @@ class Pool:
         # (embedded default, tests) still keeps its registration alive and its drain state current.
         at = self._refreshed_at
         if at is None or self._local_time() - at >= self.ttl_s / 3:
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:
+                # A failed probe read or an unreachable backend must not turn into a crash here:
+                # the registration made earlier stays valid for device_ttl_s, and the backend call
+                # that follows reports its own failure (Redis down -> CapacityUnavailable).
+                log.exception("pool refresh failed; using the last registration")
 
     # -- leases -------------------------------------------------------------------------------
 

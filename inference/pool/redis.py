@@ -57,7 +57,7 @@ local function tomb(key, id, reason, now) redis.call('HSET', key, id, reason .. 
 """ % {"tomb": TOMBSTONE_S}
 
 _SWEEP = """
-local function sweep(dkey, lkey, tkey, now)
+local function sweep(dkey, lkey, tkey, token_key, now)
   local leases, devs = {}, {}
   local all = redis.call('HGETALL', lkey)
   for i = 1, #all, 2 do
@@ -71,9 +71,13 @@ local function sweep(dkey, lkey, tkey, now)
     local d = cjson.decode(all[i + 1]); d.id = all[i]
     if tonumber(d.e) <= now then redis.call('HDEL', dkey, d.id) else table.insert(devs, d) end
   end
-  all = redis.call('HGETALL', tkey)
-  for i = 1, #all, 2 do
-    if tonumber(string.match(all[i + 1], '|(.*)$')) <= now then redis.call('HDEL', tkey, all[i]) end
+  -- Tombstones only need forgetting eventually: scan them on one reserve in 32 (by the token
+  -- counter, as math.random is not random inside Redis scripts on every version), not on each.
+  if (tonumber(redis.call('GET', token_key)) or 0) % 32 == 0 then
+    all = redis.call('HGETALL', tkey)
+    for i = 1, #all, 2 do
+      if tonumber(string.match(all[i + 1], '|(.*)$')) <= now then redis.call('HDEL', tkey, all[i]) end
+    end
   end
   return leases, devs
 end
@@ -86,7 +90,7 @@ local lease_id, org, session, share_s, mem_s, prio, maxc_s, clipmax_s, ttl_s, no
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local now = clock(now_s)
 local share, mem, clipmax = tonumber(share_s), tonumber(mem_s), tonumber(clipmax_s)
-local leases, devs = sweep(dkey, lkey, tkey, now)
+local leases, devs = sweep(dkey, lkey, tkey, token_key, now)
 
 if maxc_s ~= '' then
   local held = 0

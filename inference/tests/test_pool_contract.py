@@ -428,3 +428,28 @@ def test_cpu_device_from_probe_is_registered(make_pool):
 def test_device_info_defaults():
     info = DeviceInfo("cuda:0", "cuda", "x", 1.0, 1, 1, None, None)
     assert info.healthy and info.throttle_reasons == []
+
+
+def test_unreachable_redis_refuses_admission_with_a_retry_hint():
+    from inference.pool.redis import RedisBackend
+
+    pool = Pool(RedisBackend("redis://127.0.0.1:1/15?socket_connect_timeout=0.5"), FakeProbe.gpus(1))
+    with pytest.raises(CapacityUnavailable) as err:
+        pool.reserve("org1", "s1", 0.5)
+    assert err.value.retry_after_s == 5.0 and "unreachable" in err.value.message
+
+
+def test_lost_lease_reasons_are_forgotten_after_a_while(make_pool, clock):
+    pool = make_pool()
+    gone = pool.reserve("org1", "s1", 0.5)
+    pool.release(gone)
+    clock.advance(121)  # tombstones live 120 s; they are swept on a later reserve (1 in 32)
+    for i in range(40):
+        pool.release(pool.reserve("org1", f"t{i}", 0.5))
+    with pytest.raises(LeaseLost) as err:
+        pool.heartbeat(gone)
+    assert err.value.reason == "expired"
+    backend = pool.backend
+    remembered = (len(backend._tombstones) if isinstance(backend, MemoryBackend)
+                  else backend.client.hlen(backend.keys()[3]))
+    assert remembered < 40  # forgotten, not accumulating forever
