@@ -560,15 +560,15 @@ async def _run(args: argparse.Namespace, params: dict[str, Any] | None) -> int:
     async with LiveClient(args.url, key=args.key, ticket=args.ticket) as client:
         ready = await client.start(args.model, args.width, args.height, args.fps, args.prompt, params)
         run = _Run(client, args, ready)
+        try:  # Ctrl-C stops the session cleanly; a second Ctrl-C interrupts for real
+            loop.add_signal_handler(signal.SIGINT, lambda: (run.stop.set(), loop.remove_signal_handler(signal.SIGINT)))
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # not the main thread (tests) or no signals on this platform
         if args.json:
             _out(json.dumps(ready))
         else:
             _out(f"session {ready.get('session_id')}: {ready.get('model')} {ready.get('width')}x"
                  f"{ready.get('height')} @ {ready.get('fps')} fps, tier {ready.get('tier')}")
-        try:  # Ctrl-C stops the session cleanly; a second Ctrl-C interrupts for real
-            loop.add_signal_handler(signal.SIGINT, lambda: (run.stop.set(), loop.remove_signal_handler(signal.SIGINT)))
-        except (RuntimeError, ValueError, NotImplementedError):
-            pass  # not the main thread (tests) or no signals on this platform
         tasks = [asyncio.create_task(run.receive())]
         if args.input:
             w, h = int(ready["width"]), int(ready["height"])

@@ -363,3 +363,26 @@ def test_format_metrics_handles_missing_numbers() -> None:
     line = c.format_metrics({"type": "metrics", "frames_out": 3, "fps": None, "ttff_ms": None,
                              "latency_ms": {"p50": None, "p95": None, "p99": None}})
     assert line.startswith("frames 3 | fps - | ttff - ms | latency p50 - p95 - p99 - ms")
+
+
+async def test_cli_ctrl_c_stops_the_session_cleanly(server: FakeServer) -> None:
+    """A real process gets SIGINT mid-session: it sends session.stop, prints the usage, exits 0."""
+    import os
+    import signal
+    import sys
+
+    code = ("import sys; from inference.client import main; sys.exit(main(sys.argv[1:]))")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "live", "--url", server.url, "--key", KEY, "--model", "identity",
+        "--input", "pattern", "--fps", "30",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=str(Path(__file__).resolve().parents[2]), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    first = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert first.startswith(b"session sess-1"), first
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert b"session ended (client)" in out
+    assert isinstance(server.received[-1], p.SessionStop)
