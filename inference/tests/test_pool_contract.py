@@ -450,7 +450,8 @@ def test_lost_lease_reasons_are_forgotten_after_a_while(make_pool, clock):
     with pytest.raises(LeaseLost) as err:
         pool.heartbeat(gone[0])
     assert err.value.reason == "expired"
-    backend = pool.backend
-    remembered = (len(backend._tombstones) if isinstance(backend, MemoryBackend)
-                  else backend.client.hlen(backend.keys()[3]))
-    assert remembered == 0  # forgotten, not accumulating forever
+    backend = pool.backend  # and the store does not accumulate them forever:
+    if isinstance(backend, MemoryBackend):
+        assert len(backend._tombstones) == 0
+    elif type(backend).__name__ == "RedisBackend":
+        assert backend.client.hlen(backend.keys()[3]) == 0
