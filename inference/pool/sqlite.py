@@ -1,0 +1,299 @@
+"""SQLite pool backend: leases shared by the processes of one machine (the embedded default).
+
+On a single machine without Redis two OS processes share the device: the web process (live
+sessions) and the embedded Celery worker (clip jobs). `MemoryBackend` cannot see across processes;
+this backend keeps the same state in one SQLite file instead (see docs/pool-sqlite.md).
+
+Atomicity: every mutating operation is one `BEGIN IMMEDIATE` transaction, which takes SQLite's
+write lock up front, so reading the leases, planning and writing the result cannot interleave
+with another process doing the same. Placement, concurrency limits and clip preemption are
+`policy.plan_reservation`, called inside that transaction: the same rules as the other backends.
+
+Time: wall-clock `time.time()` unless the caller passes `now` (tests drive a fake clock). Every
+process on the machine reads the same clock, so expiry means the same thing to all of them.
+
+Connections: one per call, closed before returning. Nothing is cached between calls, so a forked
+child never uses (or closes) a connection, lock or shared-memory mapping inherited from its
+parent -- the hazard SQLite warns about. A call costs ~0.2-1.5 ms, negligible next to a heartbeat
+every ttl/3 seconds. The file is in WAL mode (readers never block the writer) with a busy timeout:
+a writer waits for the lock instead of failing at once.
+
+Tables (all prefixed `pool_`, in a file of their own -- never Django's database):
+  pool_devices     device_id -> node, kind, name, capacity, memory_total, draining, expires_at
+  pool_leases      lease_id  -> device, share, memory, org, session, priority, token, expires_at, node
+  pool_tombstones  lease_id  -> reason, forget_at  (so a late heartbeat learns why it lost)
+  pool_counter     'token'   -> the fencing-token counter
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .policy import plan_reservation
+from .types import (
+    CapacityUnavailable,
+    DeviceRecord,
+    LeaseLost,
+    PoolError,
+    Reservation,
+    ReserveRequest,
+    Snapshot,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+TOMBSTONE_S = 120.0
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+# Retry hint when the file stayed locked for the whole busy timeout (another process is stuck
+# inside a transaction); mirrors the Redis backend's "pool unreachable" refusal.
+BUSY_RETRY_S = 5.0
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS pool_devices (
+        device_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+        capacity REAL NOT NULL, memory_total INTEGER NOT NULL, draining INTEGER NOT NULL,
+        expires_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS pool_devices_node ON pool_devices (node_id)",
+    """CREATE TABLE IF NOT EXISTS pool_leases (
+        lease_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, share REAL NOT NULL,
+        memory_bytes INTEGER NOT NULL, org_id TEXT NOT NULL, session_id TEXT NOT NULL,
+        priority TEXT NOT NULL, token INTEGER NOT NULL UNIQUE, expires_at REAL NOT NULL,
+        node_id TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS pool_leases_expiry ON pool_leases (expires_at)",
+    """CREATE TABLE IF NOT EXISTS pool_tombstones (
+        lease_id TEXT PRIMARY KEY, reason TEXT NOT NULL, forget_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS pool_tombstones_forget ON pool_tombstones (forget_at)",
+    "CREATE TABLE IF NOT EXISTS pool_counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO pool_counter (name, value) VALUES ('token', 0)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+_DEVICE_COLUMNS = "device_id, node_id, kind, name, capacity, memory_total, draining, expires_at"
+_LEASE_COLUMNS = ("lease_id, device_id, share, memory_bytes, org_id, session_id, priority, token, "
+                  "expires_at, node_id")
+
+
+def _device(row: tuple) -> DeviceRecord:
+    return DeviceRecord(device_id=row[0], node_id=row[1], kind=row[2], name=row[3], capacity=float(row[4]),
+                        memory_total=int(row[5]), draining=bool(row[6]), expires_at=float(row[7]))
+
+
+def _lease(row: tuple) -> Reservation:
+    return Reservation(lease_id=row[0], device_id=row[1], share=float(row[2]), memory_bytes=int(row[3]),
+                       org_id=row[4], session_id=row[5], priority=row[6], token=int(row[7]),
+                       expires_at=float(row[8]), node_id=row[9])
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class SqliteBackend:
+    """Pool leases in a SQLite file shared by every process of this machine."""
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        """Open (creating if needed) the pool database at `path` and check its schema.
+
+        Raises ValueError for ':memory:' (a private database shares nothing; use MemoryBackend),
+        a negative timeout, or a file that holds other tables or another schema version;
+        FileNotFoundError when the folder does not exist."""
+        path = os.fspath(path)
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ValueError(f"SqliteBackend needs a file path shared by the processes, got {path!r}")
+        if not busy_timeout_s >= 0:
+            raise ValueError(f"busy_timeout_s must be >= 0, got {busy_timeout_s!r}")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"pool database folder {folder!r} does not exist")
+        self.path = path
+        self.busy_timeout_s = float(busy_timeout_s)
+        self._init_schema()
+
+    # -- connections and transactions ---------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: the sqlite3 module opens no implicit transactions; we BEGIN ourselves.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        # WAL + NORMAL survives a process crash (all that matters for leases: a power loss kills
+        # every holder too) without an fsync per commit.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _check_schema(self, conn: sqlite3.Connection) -> bool:
+        """True when the file already holds this pool schema; raises when it holds something else."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        foreign = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'pool\\_%' ESCAPE '\\'"
+            " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+        if foreign:
+            raise ValueError(f"{self.path!r} holds other tables ({', '.join(sorted(foreign)[:5])}):"
+                             " the pool needs a database file of its own")
+        if version not in (0, SCHEMA_VERSION):
+            raise ValueError(f"{self.path!r} has pool schema version {version}, expected {SCHEMA_VERSION}")
+        return version == SCHEMA_VERSION
+
+    def _init_schema(self) -> None:
+        conn = self._connect()
+        try:
+            # An existing pool file needs only this read, which WAL lets through even while another
+            # process holds the write lock: opening a backend never waits behind a writer.
+            if self._check_schema(conn):
+                return
+            # Persistent in the file; a no-op once set. Not every filesystem supports WAL: the
+            # rollback journal is still correct, only readers then wait for writers.
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("pool database %s: WAL unavailable, journal_mode=%s", self.path, mode)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._check_schema(conn):  # again: another process may have just created it
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self, mode: str) -> Iterator[sqlite3.Connection]:
+        """One transaction on a fresh connection: committed on success, rolled back on error."""
+        conn = self._connect()
+        try:
+            conn.execute(f"BEGIN {mode}")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                    conn.rollback()
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _now(now: float | None) -> float:
+        return time.time() if now is None else float(now)
+
+    def time(self) -> float:
+        return time.time()
+
+    # -- state helpers (inside a transaction) --------------------------------------------------
+
+    @staticmethod
+    def _tomb(db: sqlite3.Connection, lease_id: str, reason: str, now: float) -> None:
+        db.execute("INSERT OR REPLACE INTO pool_tombstones (lease_id, reason, forget_at) VALUES (?, ?, ?)",
+                   (lease_id, reason, now + TOMBSTONE_S))
+
+    @staticmethod
+    def _sweep(db: sqlite3.Connection, now: float) -> None:
+        # Expiry needs no background job: every write first drops what has expired.
+        db.execute("INSERT OR REPLACE INTO pool_tombstones (lease_id, reason, forget_at)"
+                   " SELECT lease_id, 'expired', ? FROM pool_leases WHERE expires_at <= ?",
+                   (now + TOMBSTONE_S, now))
+        db.execute("DELETE FROM pool_leases WHERE expires_at <= ?", (now,))
+        db.execute("DELETE FROM pool_devices WHERE expires_at <= ?", (now,))
+        db.execute("DELETE FROM pool_tombstones WHERE forget_at <= ?", (now,))
+
+    @staticmethod
+    def _read(db: sqlite3.Connection, now: float) -> tuple[list[DeviceRecord], list[Reservation]]:
+        devices = [_device(r) for r in db.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM pool_devices WHERE expires_at > ? ORDER BY device_id", (now,))]
+        leases = [_lease(r) for r in db.execute(
+            f"SELECT {_LEASE_COLUMNS} FROM pool_leases WHERE expires_at > ? ORDER BY token", (now,))]
+        return devices, leases
+
+    # -- the Backend protocol -----------------------------------------------------------------
+
+    def register_devices(
+        self, node_id: str, devices: list[DeviceRecord], ttl_s: float, now: float | None = None
+    ) -> None:
+        """Replace `node_id`'s registered devices; they vanish unless re-registered within ttl_s."""
+        now = self._now(now)
+        with self._transaction("IMMEDIATE") as db:
+            db.execute("DELETE FROM pool_devices WHERE node_id = ?", (node_id,))
+            db.executemany(
+                f"INSERT OR REPLACE INTO pool_devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(d.device_id, node_id, d.kind, d.name, float(d.capacity), int(d.memory_total),
+                  int(bool(d.draining)), now + ttl_s) for d in devices])
+
+    def reserve(self, req: ReserveRequest, now: float | None = None) -> Reservation:
+        """Place `req` by the pool policy, preempting clip leases if it says so, atomically.
+
+        Raises ConcurrencyLimit or CapacityUnavailable (also when the file stays locked past the
+        busy timeout: without reading the pool we cannot know there is room)."""
+        now = self._now(now)
+        refusal: PoolError | None = None
+        try:
+            with self._transaction("IMMEDIATE") as db:
+                self._sweep(db, now)
+                devices, leases = self._read(db, now)
+                try:
+                    device_id, victims = plan_reservation(req, devices, leases, now)
+                except PoolError as exc:
+                    refusal = exc  # raised after the commit, so the sweep above is kept
+                else:
+                    for lease_id in victims:
+                        db.execute("DELETE FROM pool_leases WHERE lease_id = ?", (lease_id,))
+                        self._tomb(db, lease_id, "preempted", now)
+                    token = db.execute("UPDATE pool_counter SET value = value + 1 WHERE name = 'token'"
+                                       " RETURNING value").fetchone()[0]
+                    node_id = next(d.node_id for d in devices if d.device_id == device_id)
+                    lease = Reservation(
+                        lease_id=req.lease_id, device_id=device_id, share=req.share,
+                        memory_bytes=req.memory_bytes, org_id=req.org_id, session_id=req.session_id,
+                        priority=req.priority, token=int(token), expires_at=now + req.ttl_s, node_id=node_id,
+                    )
+                    db.execute(f"INSERT INTO pool_leases ({_LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (lease.lease_id, lease.device_id, lease.share, lease.memory_bytes, lease.org_id,
+                                lease.session_id, lease.priority, lease.token, lease.expires_at, lease.node_id))
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            log.error("pool database %s locked past %.1f s: %s", self.path, self.busy_timeout_s, exc)
+            raise CapacityUnavailable(BUSY_RETRY_S, "capacity pool busy") from exc
+        if refusal is not None:
+            raise refusal
+        return lease
+
+    def heartbeat(self, lease_id: str, token: int, ttl_s: float, now: float | None = None) -> float:
+        """Extend the lease to now + ttl_s; LeaseLost when it is gone or `token` is stale."""
+        now = self._now(now)
+        lost: LeaseLost | None = None
+        with self._transaction("IMMEDIATE") as db:
+            self._sweep(db, now)
+            row = db.execute("SELECT token FROM pool_leases WHERE lease_id = ?", (lease_id,)).fetchone()
+            if row is None:
+                tomb = db.execute("SELECT reason FROM pool_tombstones WHERE lease_id = ?", (lease_id,)).fetchone()
+                lost = LeaseLost(tomb[0] if tomb else "expired", lease_id)
+            elif int(row[0]) != token:
+                lost = LeaseLost("stale_token", lease_id)
+            else:
+                expires_at = now + ttl_s
+                db.execute("UPDATE pool_leases SET expires_at = ? WHERE lease_id = ?", (expires_at, lease_id))
+        if lost is not None:
+            raise lost
+        return expires_at
+
+    def release(self, lease_id: str, token: int, now: float | None = None) -> None:
+        """Drop the lease. Idempotent; a stale token frees nothing (it is someone else's now)."""
+        now = self._now(now)
+        with self._transaction("IMMEDIATE") as db:
+            gone = db.execute("DELETE FROM pool_leases WHERE lease_id = ? AND token = ?", (lease_id, token))
+            if gone.rowcount:
+                self._tomb(db, lease_id, "released", now)
+
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """Unexpired devices and leases, read in one (non-blocking, WAL) read transaction."""
+        now = self._now(now)
+        with self._transaction("DEFERRED") as db:
+            devices, leases = self._read(db, now)
+        return Snapshot(now, devices, leases)
