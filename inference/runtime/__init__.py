@@ -8,7 +8,8 @@ from .clock import Clock, FakeClock, MonotonicClock
 from .core import DeviceCore
 from .device import DeviceRuntime, SessionHandle
 from .metrics import DeviceMetrics, SessionMetrics
+from .prometheus import RuntimeCollector
 from .types import NO_INPUT_SEQ, OutputFrame, SessionConfig
 
 __all__ = ["Clock", "DeviceCore", "DeviceMetrics", "DeviceRuntime", "FakeClock", "MonotonicClock",
-           "NO_INPUT_SEQ", "OutputFrame", "SessionConfig", "SessionHandle", "SessionMetrics"]
+           "NO_INPUT_SEQ", "OutputFrame", "RuntimeCollector", "SessionConfig", "SessionHandle", "SessionMetrics"]

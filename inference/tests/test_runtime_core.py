@@ -1,0 +1,424 @@
+"""The frame loop's decisions, driven synchronously with a FakeClock (no threads, no sleeping).
+
+Given/when/then: each test opens sessions on a DeviceRuntime that is never started and calls
+`rt.core.run_once()`; fake engines advance the fake clock by their declared step cost, so deadlines,
+latencies and batching are exact.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+
+from inference.codec import encode_jpeg
+from inference.engines import register_engine, unregister_engine
+from inference.engines.base import (BadFrame, Engine, EngineSpec, InvalidParams, ParamSpec, StepInput, StepOutput,
+                                    UnknownModel)
+from inference.runtime import NO_INPUT_SEQ, DeviceRuntime, FakeClock, OutputFrame, SessionConfig
+
+_ids = itertools.count()
+
+
+class FakeEngine(Engine):
+    """Paints every pixel with param `level`; advances the fake clock by `per_frame_s` per frame rendered.
+
+    `lag` > 0 makes it lie like a slow model: it applies the params (and reports the control seq) it
+    was given `lag` steps earlier.
+    """
+
+    def __init__(self, clock: FakeClock, kind: str = "video-to-video", chunk: int = 1, per_frame_s: float = 0.0,
+                 lag: int = 0) -> None:
+        self.clock, self.per_frame_s, self.lag = clock, per_frame_s, lag
+        self.spec = EngineSpec(
+            id=f"fake-{next(_ids)}", kind=kind, declared_tier="interactive" if chunk == 1 else "streaming",
+            default_width=32, default_height=32, max_width=64, max_height=64, default_fps=10.0, max_fps=60.0,
+            chunk_frames=chunk, params=[ParamSpec("level", "int", 0, 0, 255, description="grey level")],
+            persistent_state="a frame counter", price_per_gpu_second="0.0001",
+            # prior estimate: share/fps per frame = per_frame_s
+            compute_share_per_mpix_per_s=per_frame_s * 10.0 / (32 * 32 * 10.0 / 1e6) if per_frame_s else 0.0)
+        self.calls: list[list[tuple[Any, int, int]]] = []  # per step: (state id, frame_index, control_seq)
+
+    def new_state(self, width: int, height: int, prompt: str, params: dict[str, Any], seed: int,
+                  fps: float = 30.0) -> dict[str, Any]:
+        return {"w": width, "h": height, "steps": 0, "history": [], "seed": seed}
+
+    def step(self, items: Sequence[StepInput]) -> list[StepOutput]:
+        self.calls.append([(it.state["seed"], it.frame_index, it.control_seq) for it in items])
+        self.clock.advance(self.per_frame_s * self.spec.chunk_frames * len(items))
+        outs = []
+        for it in items:
+            st = it.state
+            st["steps"] += 1
+            st["history"].append((dict(it.params), it.control_seq))
+            params, cseq = st["history"][max(0, len(st["history"]) - 1 - self.lag)]
+            frame = np.full((st["h"], st["w"], 3), params["level"], np.uint8)
+            outs.append(StepOutput([frame] * self.spec.chunk_frames, control_seq=cseq if self.lag else None))
+        return outs
+
+    def render_clip(self, state: Any, n_frames: int, prompt: str, params: dict[str, Any],
+                    input_frames: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError("not used by these tests")
+
+
+class Sink:
+    """A consumer: records outputs, control.applied and errors; `full` makes it refuse outputs."""
+
+    def __init__(self) -> None:
+        self.frames: list[OutputFrame] = []
+        self.applied: list[tuple[int, int]] = []
+        self.errors: list[tuple[str, str]] = []
+        self.full = False
+
+    def on_output(self, f: OutputFrame) -> bool:
+        if self.full:
+            return False
+        self.frames.append(f)
+        return True
+
+    def on_applied(self, seq: int, frame: int) -> None:
+        self.applied.append((seq, frame))
+
+    def on_error(self, code: str, msg: str) -> None:
+        self.errors.append((code, msg))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def rt(clock: FakeClock):
+    runtime = DeviceRuntime(clock=clock)
+    yield runtime
+    runtime.stop()
+
+
+@pytest.fixture
+def engines():
+    made: list[Engine] = []
+
+    def make(clock: FakeClock, **kw: Any) -> FakeEngine:
+        e = FakeEngine(clock, **kw)
+        register_engine(e)
+        made.append(e)
+        return e
+
+    yield make
+    for e in made:
+        unregister_engine(e.spec.id)
+
+
+def jpeg(level: int = 0, size: int = 32) -> bytes:
+    return encode_jpeg(np.full((size, size, 3), level, np.uint8))
+
+
+def open_(rt: DeviceRuntime, engine_id: str, sink: Sink, **cfg: Any):
+    return rt.open_session(SessionConfig(engine_id, **cfg), sink.on_output, sink.on_applied, sink.on_error)
+
+
+# -- opening -----------------------------------------------------------------------------------------
+def test_open_rejects_unknown_model_and_bad_config(rt):
+    sink = Sink()
+    with pytest.raises(UnknownModel) as e:
+        open_(rt, "no-such-model", sink)
+    assert e.value.code == "unknown_model"
+    with pytest.raises(InvalidParams, match="width"):
+        open_(rt, "identity", sink, width=4096)
+    with pytest.raises(InvalidParams, match="unknown param"):
+        open_(rt, "dreamfield", sink, params={"nope": 1})
+    with pytest.raises(InvalidParams, match="fps"):
+        open_(rt, "dreamfield", sink, fps=1000)
+    assert rt.session_count() == 0
+
+
+# -- inputs: latest wins, drops counted, bad frames ----------------------------------------------------
+def test_latest_input_wins_and_replaced_inputs_are_counted(rt, clock, engines):
+    e = engines(clock)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink)
+    for seq in (1, 2, 3):
+        h.submit_frame(seq, 1000 + seq, jpeg(seq * 10))
+    rt.core.run_once()
+    assert [f.input_seq for f in sink.frames] == [3]
+    assert sink.frames[0].input_capture_ts_us == 1003
+    assert h.metrics().dropped_inputs == 2
+    # A frame decoded but not yet stepped is also replaced by a newer one.
+    h.submit_frame(4, 0, jpeg())
+    rt.core.decode_pending(rt.core.get(h.session_id))
+    h.submit_frame(5, 0, jpeg())
+    rt.core.run_once()
+    assert [f.input_seq for f in sink.frames] == [3, 5]
+    assert h.metrics().dropped_inputs == 3
+    assert rt.core.run_once() == 0  # nothing left queued anywhere
+
+
+def test_bad_frames_are_reported_and_the_session_goes_on(rt, clock, engines):
+    e = engines(clock)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink)
+    h.submit_frame(1, 0, b"\xff\xd8 not really a jpeg")
+    rt.core.run_once()
+    assert sink.errors and sink.errors[0][0] == "bad_frame" and "frame 1" in sink.errors[0][1]
+    with pytest.raises(BadFrame, match="oversize"):
+        h.submit_frame(2, 0, b"\xff\xd8" + b"\0" * (rt.core.max_frame_bytes + 1))
+    h.submit_frame(3, 0, jpeg(size=512))  # 16x the session's side: outside the size policy
+    rt.core.run_once()
+    assert "wrong dimensions" in sink.errors[-1][1]
+    h.submit_frame(4, 0, jpeg())
+    rt.core.run_once()
+    assert [f.input_seq for f in sink.frames] == [4]
+    assert h.metrics().bad_frames == 3
+
+
+def test_text_to_video_session_refuses_input_frames(rt, clock, engines):
+    e = engines(clock, kind="text-to-video")
+    h = open_(rt, e.spec.id, Sink())
+    with pytest.raises(BadFrame, match="text-to-video"):
+        h.submit_frame(1, 0, jpeg())
+
+
+# -- controls ------------------------------------------------------------------------------------------
+def test_control_lands_on_the_next_step_and_is_reported_with_its_frame(rt, clock, engines):
+    e = engines(clock)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink)
+    h.submit_frame(1, 0, jpeg())
+    rt.core.run_once()
+    h.apply_control(7, params={"level": 200})
+    h.submit_frame(2, 0, jpeg())
+    rt.core.run_once()
+    assert [f.control_seq for f in sink.frames] == [0, 7]
+    assert e.calls[-1][0][2] == 7
+    assert sink.applied == [(7, 1)]
+    m = h.metrics()
+    assert m.control_lag_frames == 0 and m.controls_applied == 1
+
+
+def test_invalid_control_is_rejected_and_nothing_changes(rt, clock, engines):
+    e = engines(clock)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink)
+    for bad in ({"level": 999}, {"level": "high"}, {"nope": 1}):
+        with pytest.raises(InvalidParams):
+            h.apply_control(1, params=bad)
+    h.submit_frame(1, 0, jpeg())
+    rt.core.run_once()
+    assert sink.frames[0].control_seq == 0 and sink.applied == []
+
+
+def test_controls_merge_until_the_next_step_and_each_seq_is_confirmed(rt, clock, engines):
+    e = engines(clock, kind="text-to-video")
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    h.apply_control(1, params={"level": 10})
+    h.apply_control(2, prompt="b")
+    rt.core.run_once()
+    assert sink.applied == [(1, 0), (2, 0)]
+    assert sink.frames[0].control_seq == 2
+    state = rt.core.get(h.session_id).state
+    assert state["history"][0][0] == {"level": 10}
+
+
+def test_a_lying_engine_is_caught_by_its_own_headers(rt, clock, engines):
+    """An engine that applies controls two steps late must say so; control.applied follows the header."""
+    e = engines(clock, kind="text-to-video", lag=2)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    rt.core.run_once()  # frame 0
+    h.apply_control(5, params={"level": 99})
+    for _ in range(4):
+        clock.advance(0.1)
+        rt.core.run_once()
+    assert [f.control_seq for f in sink.frames] == [0, 0, 0, 5, 5]
+    assert sink.applied == [(5, 3)]
+    assert h.metrics().control_lag_frames == 2
+
+
+# -- text-to-video pacing and deadlines ----------------------------------------------------------------
+def test_text_to_video_frames_follow_fps_without_bursting(rt, clock, engines):
+    e = engines(clock, kind="text-to-video", per_frame_s=0.01)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    rt.core.run_once()
+    assert len(sink.frames) == 1
+    assert rt.core.run_once() == 0  # next slot not reached: no frame ahead of time
+    clock.advance(0.09)
+    assert rt.core.run_once() == 1
+    # The reader stalls the device for a whole second: missed slots are counted, not replayed.
+    clock.advance(1.0)
+    assert rt.core.run_once() == 1
+    assert rt.core.run_once() == 0
+    m = h.metrics()
+    assert m.frames_out == 3 and m.deadline_misses >= 9
+    assert [f.frame_index for f in sink.frames] == [0, 1, 2]
+    assert all(f.input_seq == NO_INPUT_SEQ and f.input_capture_ts_us == 0 for f in sink.frames)
+
+
+def test_slow_engine_misses_deadlines_and_latency_is_measured(rt, clock, engines):
+    e = engines(clock, per_frame_s=0.15)  # 150 ms per frame, budget 100 ms at 10 fps
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    for seq in range(3):
+        h.submit_frame(seq, 0, jpeg())
+        rt.core.run_once()
+    m = h.metrics()
+    assert m.deadline_misses == 3
+    assert m.latency_ms["p50"] == pytest.approx(150.0)
+    assert m.ttff_ms == pytest.approx(150.0)
+
+
+def test_slow_reader_loses_frames_instead_of_growing_a_backlog(rt, clock, engines):
+    e = engines(clock, kind="text-to-video")
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    sink.full = True
+    for _ in range(5):
+        rt.core.run_once()
+        clock.advance(0.1)
+    sink.full = False
+    rt.core.run_once()
+    m = h.metrics()
+    assert m.dropped_outputs == 5 and m.frames_out == 1
+    assert [f.frame_index for f in sink.frames] == [5]
+
+
+# -- EDF and batching ----------------------------------------------------------------------------------
+def test_earliest_deadline_runs_first(rt, clock, engines):
+    a, b = engines(clock), engines(clock)
+    sa, sb = Sink(), Sink()
+    ha = open_(rt, a.spec.id, sa, fps=10, seed=1)   # 100 ms budget
+    hb = open_(rt, b.spec.id, sb, fps=50, seed=2)   # 20 ms budget
+    ha.submit_frame(1, 0, jpeg())
+    clock.advance(0.01)
+    hb.submit_frame(1, 0, jpeg())   # arrived later, but due earlier
+    rt.core.run_once()
+    assert (len(sa.frames), len(sb.frames)) == (0, 1)
+    rt.core.run_once()
+    assert (len(sa.frames), len(sb.frames)) == (1, 1)
+
+
+def test_sessions_of_one_engine_are_batched_when_deadlines_allow(rt, clock, engines):
+    e = engines(clock, per_frame_s=0.01)
+    sinks = [Sink() for _ in range(4)]
+    hs = [open_(rt, e.spec.id, s, fps=30, seed=i) for i, s in enumerate(sinks)]   # 33 ms budget
+    for h in hs:
+        h.submit_frame(1, 0, jpeg())
+    rt.core.run_once()
+    # 3 x 10 ms fits in 33 ms, a 4th would finish at 40 ms: it waits for the next step.
+    assert [len(c) for c in e.calls] == [3]
+    assert sum(len(s.frames) for s in sinks) == 3
+    assert all(h.metrics().deadline_misses == 0 for h in hs)
+    rt.core.run_once()
+    assert [len(c) for c in e.calls] == [3, 1]
+    assert rt.device_metrics()["batch_sizes"] == {3: 1, 1: 1}
+
+
+def test_different_resolutions_are_not_batched(rt, clock, engines):
+    e = engines(clock)
+    s1, s2 = Sink(), Sink()
+    h1 = open_(rt, e.spec.id, s1, width=32, height=32)
+    h2 = open_(rt, e.spec.id, s2, width=64, height=64, seed=1)
+    h1.submit_frame(1, 0, jpeg())
+    h2.submit_frame(1, 0, jpeg(size=64))
+    rt.core.run_once()
+    assert [len(c) for c in e.calls] == [1]
+
+
+# -- chunked engines -----------------------------------------------------------------------------------
+def test_chunked_engine_plays_chunks_at_fps_and_controls_land_at_the_next_chunk(rt, clock, engines):
+    e = engines(clock, kind="text-to-video", chunk=4)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    rt.core.run_once()
+    assert [f.frame_index for f in sink.frames] == [0]       # the chunk is rendered, frame 0 is due
+    clock.advance(0.1)
+    rt.core.run_once()
+    h.apply_control(3, params={"level": 50})                   # arrives while frame 1 is showing
+    for _ in range(7):
+        clock.advance(0.1)
+        rt.core.run_once()
+    assert [f.frame_index for f in sink.frames] == list(range(9))
+    assert [f.control_seq for f in sink.frames] == [0, 0, 0, 0, 3, 3, 3, 3, 3]
+    assert sink.applied == [(3, 4)]
+    assert h.metrics().control_lag_frames == 2               # frames 2 and 3 still played the old chunk
+    assert len(e.calls) == 3                                  # chunks 0..3, 4..7, 8..11
+
+
+# -- metrics, share, moderation, lifecycle ---------------------------------------------------------------
+def test_gpu_seconds_are_share_times_wall_time(rt, clock, engines):
+    e = engines(clock, kind="text-to-video")
+    h = open_(rt, e.spec.id, Sink())
+    h.set_gpu_share(0.25)
+    clock.advance(4.0)
+    h.set_gpu_share(0.5)
+    clock.advance(2.0)
+    assert h.metrics().gpu_seconds == pytest.approx(2.0)
+    final = h.close()
+    clock.advance(10.0)
+    assert final.gpu_seconds == pytest.approx(2.0) and h.metrics().gpu_seconds == pytest.approx(2.0)
+    assert set(final.as_protocol_dict()) == {"frames_out", "fps", "ttff_ms", "latency_ms", "jitter_ms",
+                                             "deadline_misses", "dropped_inputs", "gpu_seconds"}
+
+
+def test_fps_and_jitter_come_from_output_times(rt, clock, engines):
+    e = engines(clock, kind="text-to-video")
+    h = open_(rt, e.spec.id, Sink(), fps=10)
+    for i in range(11):
+        rt.core.run_once()
+        clock.advance(0.1 if i % 2 else 0.12)  # uneven: 100 ms / 120 ms
+    m = h.metrics()
+    assert m.frames_out >= 9
+    assert 8.0 < m.fps < 10.0
+    assert m.jitter_ms > 1.0
+
+
+def test_moderation_hook_replaces_frames_and_overruns_are_counted(clock, engines):
+    seen = []
+
+    def hook(session_id: str, index: int, frame: np.ndarray):
+        seen.append(index)
+        clock.advance(0.008)  # over the 5 ms budget
+        return np.zeros_like(frame) + 255 if index == 1 else None
+
+    rt = DeviceRuntime(clock=clock, moderation_hook=hook, moderation_budget_ms=5.0)
+    e = engines(clock, kind="text-to-video")
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    for _ in range(2):
+        rt.core.run_once()
+        clock.advance(0.1)
+    from inference.codec import decode_jpeg
+    assert seen == [0, 1]
+    assert decode_jpeg(sink.frames[0].jpeg, 32, 32).mean() < 5
+    assert decode_jpeg(sink.frames[1].jpeg, 32, 32).mean() > 250
+    assert h.metrics().moderation_overruns == 2
+    rt.stop()
+
+
+def test_failing_moderation_hook_withholds_the_frame(clock, engines):
+    def hook(session_id: str, index: int, frame: np.ndarray):
+        raise RuntimeError("classifier down")
+
+    rt = DeviceRuntime(clock=clock, moderation_hook=hook)
+    e = engines(clock, kind="text-to-video")
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink)
+    rt.core.run_once()
+    assert sink.frames == [] and sink.errors[0][0] == "server_error"
+    assert h.metrics().dropped_outputs == 1
+    rt.stop()
+
+
+def test_no_callback_after_close(rt, clock, engines):
+    e = engines(clock, kind="text-to-video")
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    rt.core.run_once()
+    h.close()
+    h.close()  # idempotent
+    clock.advance(1.0)
+    assert rt.core.run_once() == 0
+    assert len(sink.frames) == 1 and rt.session_count() == 0
