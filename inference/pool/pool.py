@@ -130,13 +130,15 @@ class Pool:
 
         Raises ConcurrencyLimit, CapacityUnavailable (with retry_after_s), or ValueError for a
         malformed request (nothing is reserved in any of these cases)."""
-        if not isinstance(share, (int, float)) or not math.isfinite(share) or share <= 0:
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share) or share <= 0:
             raise ValueError(f"share must be a finite number > 0, got {share!r}")
-        if not isinstance(memory_bytes, int) or memory_bytes < 0:
+        if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, int) or memory_bytes < 0:
             raise ValueError(f"memory_bytes must be an int >= 0, got {memory_bytes!r}")
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {PRIORITIES}, got {priority!r}")
-        if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 0):
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 0
+        ):
             raise ValueError(f"max_concurrent must be an int >= 0 or None, got {max_concurrent!r}")
         if not org_id or not session_id:
             raise ValueError("org_id and session_id must be non-empty")
@@ -164,14 +166,14 @@ class Pool:
         return sorted((r for r in leases if org_id is None or r.org_id == org_id), key=lambda r: r.token)
 
     def usage(self) -> dict[str, dict]:
-        """Per registered device: capacity, reserved_live, reserved_clip, reserved_memory,
-        leases (count), draining, node_id, kind."""
+        """Per registered device: capacity, reserved_live, reserved_clip, memory_total,
+        reserved_memory, leases (count), draining, node_id, kind."""
         self._ensure_fresh()
         snap = self.backend.snapshot(self._now())
         out: dict[str, dict] = {
             d.device_id: {
                 "capacity": d.capacity, "reserved_live": 0.0, "reserved_clip": 0.0,
-                "reserved_memory": 0, "leases": 0, "draining": d.draining,
+                "memory_total": d.memory_total, "reserved_memory": 0, "leases": 0, "draining": d.draining,
                 "node_id": d.node_id, "kind": d.kind,
             }
             for d in snap.devices
@@ -180,7 +182,8 @@ class Pool:
             row = out.get(r.device_id)
             if row is None:  # the device's node stopped registering; its leases still count
                 row = out[r.device_id] = {
-                    "capacity": 0.0, "reserved_live": 0.0, "reserved_clip": 0.0, "reserved_memory": 0,
+                    "capacity": 0.0, "reserved_live": 0.0, "reserved_clip": 0.0, "memory_total": 0,
+                    "reserved_memory": 0,
                     "leases": 0, "draining": True, "node_id": r.node_id, "kind": "unknown",
                 }
             row["reserved_live" if r.priority == "live" else "reserved_clip"] += r.share

@@ -154,8 +154,8 @@ for _, d in ipairs(usable) do if d.id == best_id then node = d.n end end
 local token = redis.call('INCR', token_key)
 local expires = fmt(now + tonumber(ttl_s))
 redis.call('HSET', lkey, lease_id, cjson.encode({d = best_id, s = share_s, m = mem_s, o = org,
-  ss = session, p = prio, t = tostring(token), e = expires, n = node}))
-return {'ok', tostring(token), expires, best_id, node}
+  ss = session, p = prio, t = string.format('%d', token), e = expires, n = node}))
+return {'ok', string.format('%d', token), expires, best_id, node}
 """
 
 _HEARTBEAT = _PRELUDE + """

@@ -157,7 +157,7 @@ def test_memory_is_reserved_too(make_pool):
 @pytest.mark.parametrize("kwargs", [
     {"share": 0}, {"share": -0.5}, {"share": math.nan}, {"share": math.inf},
     {"share": 0.1, "priority": "batch"}, {"share": 0.1, "memory_bytes": -1},
-    {"share": 0.1, "max_concurrent": -1},
+    {"share": 0.1, "max_concurrent": -1}, {"share": True}, {"share": "0.5"}, {"share": 0.1, "memory_bytes": 1.5},
 ])
 def test_malformed_requests_raise_and_reserve_nothing(make_pool, kwargs):
     pool = make_pool()
