@@ -97,12 +97,13 @@ def test_thread_heartbeats_and_stops_cleanly():
     res = pool.reserve("org1", "s1", 0.5)
     before = set(keeper_threads())
     with LeaseKeeper(pool, interval_s=0.01) as keeper:
+        [thread] = set(keeper_threads()) - before
         keeper.add(res)
         deadline = time.monotonic() + 10
         while keeper.current(res.lease_id).expires_at == res.expires_at and time.monotonic() < deadline:
             time.sleep(0.01)
         assert keeper.current(res.lease_id).expires_at > res.expires_at
-    assert set(keeper_threads()) == before == set()
+    assert not thread.is_alive() and set(keeper_threads()) == before  # joined, none left behind
     pool.heartbeat(res)  # stopping the keeper does not release: the owner does
     pool.release(res)
     with pytest.raises(LeaseLost):
