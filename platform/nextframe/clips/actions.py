@@ -1,0 +1,237 @@
+"""Clip business logic: create (validate, apply limits, store the upload, enqueue), find, cancel,
+delete, describe. Views and the CLI call these; nothing here imports torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from nextframe.clips import files
+from nextframe.clips.models import TIER, Clip, ClipEvent, ClipLimits
+from nextframe.tenancy.models import Organization
+
+S = Clip.Status
+
+
+class ClipError(Exception):
+    """A refused request: `code` and `status` go into the REST envelope."""
+
+    def __init__(self, message: str, code: str = "invalid_params", status: int = 400,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class ClipRequest:
+    model: str
+    prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+    seed: int = 0
+    params: dict[str, Any] | None = None
+
+
+def limits_for(org: Organization) -> ClipLimits:
+    """The organisation's limits (an unsaved row with the defaults when none was set)."""
+    try:
+        return org.clip_limits
+    except ClipLimits.DoesNotExist:
+        return ClipLimits(organization=org)
+
+
+def _resolve(req: ClipRequest, limits: ClipLimits):
+    from inference.engines import EngineError, get_spec  # torch-free
+
+    try:
+        spec = get_spec(req.model)
+    except EngineError as exc:
+        raise ClipError(exc.message, "unknown_model") from None
+    try:
+        width, height, fps = spec.resolve_size(req.width, req.height, req.fps)
+        prompt = spec.validate_prompt(req.prompt or "")
+        params = spec.resolve_params(req.params)
+    except EngineError as exc:
+        raise ClipError(exc.message, "invalid_params") from None
+    if not float(fps).is_integer():
+        raise ClipError(f"fps must be a whole number for a clip (MP4 time base 1/fps), got {fps}")
+    fps = int(fps)
+    if req.frames is not None and req.duration_s is not None:
+        raise ClipError("give either frames or duration_s, not both")
+    if req.frames is not None:
+        frames = req.frames
+    elif req.duration_s is not None:
+        if not math.isfinite(req.duration_s) or req.duration_s <= 0:
+            raise ClipError("duration_s must be a positive number")
+        frames = max(1, round(req.duration_s * fps))
+    else:
+        raise ClipError("give the clip length: frames or duration_s")
+    if frames < 1:
+        raise ClipError("frames must be at least 1")
+    too_large = []
+    if frames > limits.max_frames:
+        too_large.append(f"{frames} frames (limit {limits.max_frames})")
+    if frames / fps > limits.max_duration_s + 1e-9:
+        too_large.append(f"{frames / fps:.3f} s (limit {limits.max_duration_s} s)")
+    if width > limits.max_width or height > limits.max_height:
+        too_large.append(f"{width}x{height} (limit {limits.max_width}x{limits.max_height})")
+    if too_large:
+        raise ClipError("clip exceeds your organisation's limits: " + ", ".join(too_large), "clip_too_large", 413)
+    return spec, width, height, fps, frames, prompt, params
+
+
+def _check_upload(upload: IO[bytes], width: int, height: int, frames: int) -> None:
+    """Refuse a corrupt, empty or too-short input now (400), not minutes later in the worker.
+
+    Frames are decoded at a tiny size and counted, not kept, so this costs little memory."""
+    import av
+    from inference.video import BadVideo, iter_video_frames
+
+    upload.seek(0)
+    count = 0
+    try:
+        decoder = iter_video_frames(upload, 16, 16)
+        try:
+            for _ in decoder:
+                count += 1
+                if count >= frames:
+                    break
+        finally:
+            decoder.close()
+    except BadVideo as exc:
+        raise ClipError(f"the uploaded video cannot be used: {exc}", "bad_video") from None
+    except (av.FFmpegError, ValueError, EOFError) as exc:
+        raise ClipError(f"the uploaded video is corrupt: {exc}", "bad_video") from None
+    finally:
+        upload.seek(0)
+    if count < frames:
+        raise ClipError(f"the uploaded video has {count} frames; the clip asks for {frames}", "bad_video")
+
+
+def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = None) -> Clip:
+    """Validate, check limits, store the upload and enqueue; raises ClipError."""
+    limits = limits_for(org)
+    spec, width, height, fps, frames, prompt, params = _resolve(req, limits)
+    if spec.kind == "video-to-video":
+        if upload is None:
+            raise ClipError(f"model {spec.id!r} is video-to-video: upload the input as the `video` part",
+                            "missing_video")
+        _check_upload(upload, width, height, frames)
+    elif upload is not None:
+        raise ClipError(f"model {spec.id!r} is text-to-video: it takes no input video")
+    with transaction.atomic():
+        # Lock the organisation row so two concurrent requests cannot both take the last slot.
+        Organization.objects.select_for_update().filter(pk=org.pk).first()
+        active = Clip.objects.filter(organization=org, status__in=Clip.ACTIVE).count()
+        if active >= limits.max_active_jobs:
+            raise ClipError(f"{active} clips are queued or running (limit {limits.max_active_jobs}); "
+                            "wait for one to finish", "concurrency_limit", 429, retry_after_s=5)
+        clip = Clip.objects.create(
+            organization=org, model=spec.id, prompt=prompt, width=width, height=height, fps=fps,
+            frames=frames, seed=req.seed, params=params, created_at=timezone.now(),
+        )
+        ClipEvent.objects.create(clip=clip, from_status="", to_status=S.QUEUED, at=clip.created_at)
+        if upload is not None:
+            clip.input_name = files.save(f"{files.clip_prefix(org.pk, clip.pk)}/input.mp4", upload)
+            clip.save(update_fields=["input_name"])
+        from nextframe.clips.tasks import enqueue_render
+
+        clip_id = clip.pk
+        transaction.on_commit(lambda: enqueue_render(clip_id))
+    return clip
+
+
+def get_clip(org: Organization, clip_id) -> Clip | None:
+    """The organisation's clip, or None (another organisation's clip does not exist for it)."""
+    return Clip.objects.filter(organization=org, pk=clip_id).first()
+
+
+def cancel_clip(clip: Clip) -> bool:
+    """Cancel a queued or running clip (the running attempt stops at its next batch); removes its
+    files. Returns False when the clip had already finished."""
+    with transaction.atomic():
+        won = Clip.objects.filter(pk=clip.pk, status__in=Clip.ACTIVE).update(
+            status=S.CANCELLED, claim="", finished_at=timezone.now())
+        if won:
+            ClipEvent.objects.create(clip=clip, from_status=clip.status, to_status=S.CANCELLED,
+                                     attempt=clip.attempts, at=timezone.now())
+    clip.refresh_from_db()
+    if won:
+        _remove_files(clip)
+    return bool(won)
+
+
+def delete_clip(clip: Clip) -> None:
+    """Delete a finished clip and its files."""
+    _remove_files(clip)
+    clip.delete()
+
+
+def _remove_files(clip: Clip) -> None:
+    for name in (clip.input_name, clip.video_name):
+        files.delete(name)
+    Clip.objects.filter(pk=clip.pk).update(input_name="", video_name="")
+
+
+def _seconds(a, b) -> float | None:
+    return None if a is None or b is None else round((b - a).total_seconds(), 3)
+
+
+def cost_of(clip: Clip) -> str:
+    from inference.engines import EngineError, get_spec
+
+    try:
+        price = Decimal(get_spec(clip.model).price_per_gpu_second)
+    except EngineError:
+        price = Decimal(0)
+    return str((Decimal(clip.gpu_seconds) * price).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
+
+
+def describe(clip: Clip) -> dict[str, Any]:
+    """The representation every endpoint returns (PROTOCOL.md: status, progress, timings, usage)."""
+    run_s = _seconds(clip.started_at, clip.finished_at) if clip.status == S.SUCCEEDED else None
+    return {
+        "id": str(clip.id),
+        "object": "clip",
+        "tier": TIER,
+        "status": clip.status,
+        "model": clip.model,
+        "prompt": clip.prompt,
+        "width": clip.width,
+        "height": clip.height,
+        "fps": clip.fps,
+        "frames": clip.frames,
+        "duration_s": round(clip.frames / clip.fps, 6),
+        "seed": clip.seed,
+        "params": clip.params,
+        "progress": {"frames_done": clip.frames_done, "frames": clip.frames,
+                     "fraction": round(clip.frames_done / clip.frames, 4) if clip.frames else 0.0},
+        "attempts": clip.attempts,
+        "timings": {
+            "created_at": clip.created_at.isoformat() if clip.created_at else None,
+            "started_at": clip.started_at.isoformat() if clip.started_at else None,
+            "finished_at": clip.finished_at.isoformat() if clip.finished_at else None,
+            "queued_s": _seconds(clip.created_at, clip.first_started_at),
+            "run_s": run_s,
+            # Fast-batch: the first frame is available when the whole playable file is.
+            "time_to_first_frame_s": _seconds(clip.created_at, clip.first_frame_at),
+            "fps_throughput": round(clip.frames / clip.render_s, 3) if clip.render_s else None,
+        },
+        "usage": {"gpu_seconds": str(Decimal(clip.gpu_seconds).quantize(Decimal("0.000001"))),
+                  "cost": cost_of(clip), "currency": "usd", "share": clip.share},
+        "video": ({"url": f"/v1/clips/{clip.id}/video", "content_type": "video/mp4", "bytes": clip.video_bytes,
+                   "codec": clip.codec} if clip.status == S.SUCCEEDED and clip.video_name else None),
+        "error": {"code": clip.error_code, "message": clip.error_message} if clip.error_code else None,
+    }

@@ -1,0 +1,301 @@
+"""The render state machine of one clip job, keyed by job id: queued -> running -> succeeded | failed |
+blocked | cancelled (and running -> queued when a live session preempts the clip's capacity).
+
+`run_clip(clip_id)` is what the Celery task calls; it needs no broker and is idempotent:
+- a job already finished or cancelled: nothing happens;
+- a job `running` under another attempt whose heartbeat is fresh: nothing now, look again when it
+  would turn stale (the other attempt is probably alive);
+- a job `running` with a stale heartbeat, or owned by a dead process on this host: taken over;
+- otherwise the job is claimed with a new token. Every later write of this attempt is a
+  compare-and-swap on that token, so an attempt that was taken over can never finish the job twice.
+
+Capacity comes from the GPU pool at priority `clip`: a live reservation may preempt it (see
+docs/clips.md). A preempted or capacity-starved job goes back to `queued` and is retried later
+without counting as a failure; errors are retried at most CLIP_MAX_ATTEMPTS times.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from nextframe.clips import files
+from nextframe.clips.models import Clip, ClipEvent
+
+log = logging.getLogger(__name__)
+S = Clip.Status
+
+
+def setting(name: str, default: float) -> float:
+    return getattr(settings, name, default)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the task should do next: nothing, or look at the job again after `delay_s`."""
+
+    action: str  # "done" | "noop" | "retry"
+    status: str
+    delay_s: float = 0.0
+    reason: str = ""
+
+
+class _Stop(Exception):
+    """Rendering must stop at this batch boundary; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- ownership ------------------------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A killed child nobody reaped yet is a zombie: it will never heartbeat again.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def owner_is_dead(clip: Clip, now, stale_after_s: float, host: str) -> bool:
+    """Whether the attempt holding a running job has stopped: no heartbeat for `stale_after_s`, or its
+    process on this very host is gone (the fast path after a worker is killed)."""
+    if clip.heartbeat_at is None or (now - clip.heartbeat_at).total_seconds() >= stale_after_s:
+        return True
+    return clip.claim_host == host and clip.claim_pid is not None and not _pid_alive(clip.claim_pid)
+
+
+def _event(clip_id, from_status: str, to_status: str, attempt: int, detail: str = "") -> None:
+    ClipEvent.objects.create(clip_id=clip_id, from_status=from_status, to_status=to_status,
+                             attempt=attempt, detail=detail[:200], at=timezone.now())
+
+
+def claim(clip_id, host: str, pid: int) -> tuple[Clip | None, Outcome | None]:
+    """Take the job for a new attempt; returns (clip, None) when claimed, else (None, outcome)."""
+    stale_after_s = setting("CLIP_STALE_AFTER_S", 30.0)
+    now = timezone.now()
+    clip = Clip.objects.filter(pk=clip_id).first()
+    if clip is None:
+        return None, Outcome("noop", "missing", reason="no such clip (deleted)")
+    if clip.status in Clip.TERMINAL:
+        return None, Outcome("noop", clip.status, reason="already finished")
+    if clip.status == S.QUEUED and clip.not_before and clip.not_before > now:
+        return None, Outcome("retry", clip.status, (clip.not_before - now).total_seconds(), "not yet due")
+    if clip.status == S.RUNNING and not owner_is_dead(clip, now, stale_after_s, host):
+        wait = stale_after_s - (now - clip.heartbeat_at).total_seconds()
+        return None, Outcome("retry", clip.status, max(1.0, wait), "running elsewhere")
+    token = uuid.uuid4().hex
+    with transaction.atomic():
+        # Compare-and-swap on the state we looked at: of two workers racing, exactly one wins.
+        won = Clip.objects.filter(pk=clip_id, status=clip.status, claim=clip.claim).update(
+            status=S.RUNNING, claim=token, claim_host=host, claim_pid=pid, heartbeat_at=now,
+            attempts=F("attempts") + 1, started_at=now, frames_done=0, not_before=None,
+            first_started_at=clip.first_started_at or now,
+        )
+        if won:
+            detail = "taken over from a dead attempt" if clip.status == S.RUNNING else ""
+            _event(clip_id, clip.status, S.RUNNING, clip.attempts + 1, detail)
+    if not won:
+        return None, Outcome("retry", clip.status, 1.0, "lost a claim race")
+    clip.refresh_from_db()
+    return clip, None
+
+
+def _cas(clip: Clip, **changes) -> bool:
+    """Write `changes` only while this attempt still owns the running job."""
+    return bool(Clip.objects.filter(pk=clip.pk, status=S.RUNNING, claim=clip.claim).update(**changes))
+
+
+def _transition(clip: Clip, to: str, detail: str = "", **changes) -> bool:
+    with transaction.atomic():
+        if not _cas(clip, status=to, **changes):
+            return False
+        _event(clip.pk, S.RUNNING, to, clip.attempts, detail)
+    return True
+
+
+# --- the attempt ----------------------------------------------------------------------------------
+
+def run_clip(clip_id, host: str | None = None, pid: int | None = None) -> Outcome:
+    """Advance one clip job as far as it can go in this process (see the module docstring)."""
+    clip, outcome = claim(clip_id, host or socket.gethostname(), pid or os.getpid())
+    if outcome is not None:
+        return outcome
+    max_attempts = int(setting("CLIP_MAX_ATTEMPTS", 3))
+    # Attempts that ended neither by an error nor by capacity: their worker died mid-job. A job that
+    # keeps killing its workers is stopped here instead of taking every worker down in turn.
+    deaths = clip.attempts - 1 - clip.preemptions - clip.failures
+    if clip.failures >= max_attempts or deaths >= max_attempts:
+        _fail(clip, "too_many_attempts", f"gave up after {clip.attempts} attempts")
+        return Outcome("done", S.FAILED, reason="too many attempts")
+    from nextframe.capacity import get_pool
+    from inference.pool import CapacityUnavailable, ConcurrencyLimit
+
+    pool = get_pool()
+    share, memory = _cost(clip)
+    try:
+        lease = pool.reserve(str(clip.organization_id), f"clip-{clip.pk}", share, memory_bytes=memory,
+                             priority="clip")
+    except (CapacityUnavailable, ConcurrencyLimit) as exc:
+        delay = float(getattr(exc, "retry_after_s", setting("CLIP_RETRY_DELAY_S", 5.0)))
+        return _requeue(clip, delay, "capacity_unavailable", preempted=True)
+    try:
+        return _render(clip, pool, lease, share)
+    finally:
+        pool.release(lease)
+
+
+def _cost(clip: Clip) -> tuple[float, int]:
+    from inference.engines import get_spec
+
+    cost = get_spec(clip.model).cost(clip.width, clip.height, clip.fps)
+    # A clip renders as fast as its share allows; a floor keeps a tiny clip from reserving nothing.
+    return max(cost.compute_share, setting("CLIP_MIN_SHARE", 0.05)), cost.memory_bytes
+
+
+def _render(clip: Clip, pool, lease, share: float) -> Outcome:
+    from inference.engines import EngineError, get_engine
+    from inference.pool import LeaseLost
+    from inference.video import BadVideo, VideoEncodeError, encode_mp4
+
+    from nextframe.clips.render import batch_size, iter_clip_frames
+
+    started = time.monotonic()
+    holder = {"lease": lease}
+
+    def before_batch(done: int) -> None:
+        holder["lease"] = pool.heartbeat(holder["lease"])  # raises LeaseLost when preempted
+        if not _cas(clip, heartbeat_at=timezone.now(), frames_done=done):
+            raise _Stop("no longer owned (cancelled or taken over)")
+
+    workdir = tempfile.mkdtemp(prefix=f"clip-{clip.pk}-")
+    local = Path(workdir) / "video.mp4"
+    stored = ""
+    try:
+        engine = get_engine(clip.model)
+        inputs = _load_input(clip) if clip.input_name else None
+        state = engine.new_state(clip.width, clip.height, clip.prompt, clip.params, clip.seed, float(clip.fps))
+        batch = batch_size(int(setting("CLIP_BATCH_FRAMES", 16)), engine.spec.chunk_frames)
+        frames = iter_clip_frames(engine, state, clip.frames, clip.prompt, clip.params, batch, inputs, before_batch)
+        result = encode_mp4(frames, local, clip.fps, clip.width, clip.height)
+        before_batch(clip.frames)  # last check before publishing: still ours, lease still held
+        with open(local, "rb") as fh:
+            stored = files.save(f"{files.clip_prefix(clip.organization_id, clip.pk)}/video-{clip.attempts}.mp4", fh)
+        playable_at = timezone.now()
+        run_s = time.monotonic() - started
+        gpu_seconds = Decimal(str(round(share * run_s, 6)))
+        if _transition(clip, S.SUCCEEDED, video_name=stored, video_bytes=result.bytes, codec=result.codec,
+                       frames_done=result.frames, first_frame_at=playable_at, finished_at=timezone.now(),
+                       render_s=run_s, share=share, gpu_seconds=gpu_seconds, claim=""):
+            return Outcome("done", S.SUCCEEDED)
+        files.delete(stored)  # cancelled (or taken over) between the last heartbeat and now
+        return Outcome("noop", "abandoned", reason="lost ownership before publishing")
+    except LeaseLost as lost:
+        files.delete(stored)
+        return _requeue(clip, setting("CLIP_PREEMPTED_RETRY_S", 5.0), f"lease lost: {lost.reason}", preempted=True)
+    except _Stop as stop:
+        files.delete(stored)
+        return Outcome("noop", "abandoned", reason=stop.reason)
+    except BadVideo as exc:
+        _fail(clip, "bad_input", f"the input video cannot be used: {exc}")
+        return Outcome("done", S.FAILED, reason="bad input")
+    except (EngineError, ValueError, VideoEncodeError) as exc:
+        # Deterministic errors (bad params that slipped through, an engine refusing): no retry helps.
+        log.warning("clip %s failed: %s", clip.pk, exc)
+        _fail(clip, getattr(exc, "code", "render_error"), str(exc))
+        return Outcome("done", S.FAILED, reason="render error")
+    except Exception as exc:  # noqa: BLE001 - transient or unknown: retried, bounded
+        log.exception("clip %s attempt %s crashed", clip.pk, clip.attempts)
+        files.delete(stored)
+        return _retry_after_error(clip, exc)
+    finally:
+        local.unlink(missing_ok=True)
+        try:
+            os.rmdir(workdir)
+        except OSError:
+            pass
+
+
+def _load_input(clip: Clip):
+    import numpy as np
+    from inference.video import decode_video_frames
+
+    with files.storage().open(clip.input_name, "rb") as fh:
+        frames = decode_video_frames(fh, clip.width, clip.height, clip.frames,
+                                     getattr(settings, "MAX_UPLOAD_BYTES", 64 * 1024 * 1024))
+    if len(frames) < clip.frames:
+        from inference.video import BadVideo
+
+        raise BadVideo("empty", f"the input has {len(frames)} frames, the clip needs {clip.frames}")
+    return np.stack(frames)
+
+
+def _requeue(clip: Clip, delay_s: float, reason: str, preempted: bool) -> Outcome:
+    """Back to `queued` (not a failure): capacity went to live sessions; try again after `delay_s`."""
+    changes = {"claim": "", "heartbeat_at": None, "frames_done": 0,
+               "not_before": timezone.now() + timedelta(seconds=delay_s)}
+    if preempted:
+        changes["preemptions"] = F("preemptions") + 1
+    if _transition(clip, S.QUEUED, reason, **changes):
+        return Outcome("retry", S.QUEUED, delay_s, reason)
+    return Outcome("noop", "abandoned", reason="lost ownership while requeueing")
+
+
+def _retry_after_error(clip: Clip, exc: Exception) -> Outcome:
+    max_attempts = int(setting("CLIP_MAX_ATTEMPTS", 3))
+    if clip.failures + 1 >= max_attempts:
+        _fail(clip, "render_error", f"{type(exc).__name__}: {exc}", failures=F("failures") + 1)
+        return Outcome("done", S.FAILED, reason="retries exhausted")
+    delay = setting("CLIP_RETRY_DELAY_S", 5.0) * (2 ** clip.failures)
+    changes = {"claim": "", "heartbeat_at": None, "frames_done": 0, "failures": F("failures") + 1,
+               "error_message": f"{type(exc).__name__}: {exc}"[:2000],
+               "not_before": timezone.now() + timedelta(seconds=delay)}
+    if _transition(clip, S.QUEUED, f"retry after error: {type(exc).__name__}", **changes):
+        return Outcome("retry", S.QUEUED, delay, "error")
+    return Outcome("noop", "abandoned", reason="lost ownership while retrying")
+
+
+def _fail(clip: Clip, code: str, message: str, **changes) -> None:
+    _transition(clip, S.FAILED, code, error_code=code, error_message=message[:2000],
+                finished_at=timezone.now(), claim="", **changes)
+
+
+# --- recovery -------------------------------------------------------------------------------------
+
+def stale_jobs(host: str | None = None) -> list:
+    """Ids of jobs whose message may be gone: running under a dead attempt, or queued and due but
+    not enqueued for a while (the filesystem broker deletes a message when it is fetched, so a
+    worker killed mid-job takes the message with it)."""
+    stale_after_s = setting("CLIP_STALE_AFTER_S", 30.0)
+    now = timezone.now()
+    host = host or socket.gethostname()
+    out = []
+    for clip in Clip.objects.filter(status__in=Clip.ACTIVE).only(
+            "id", "status", "heartbeat_at", "claim_host", "claim_pid", "enqueued_at", "not_before"):
+        if clip.status == S.RUNNING:
+            if owner_is_dead(clip, now, stale_after_s, host):
+                out.append(clip.pk)
+        elif (clip.not_before is None or clip.not_before <= now) and (
+                clip.enqueued_at is None or (now - clip.enqueued_at).total_seconds() >= stale_after_s):
+            out.append(clip.pk)
+    return out
