@@ -45,6 +45,12 @@ _CODE_FOR_CLOSE = {
     p.CLOSE_CONCURRENCY: "concurrency_limit",
     p.CLOSE_TRY_AGAIN: "capacity_unavailable",
 }
+_CLOSE_MEANING = {
+    p.CLOSE_UNAUTHENTICATED: "authentication failed: the key or ticket is wrong, expired or revoked",
+    p.CLOSE_FORBIDDEN: "forbidden: this key may not open live sessions (or the quota is used up)",
+    p.CLOSE_CONCURRENCY: "the organisation already runs its maximum of live sessions",
+    p.CLOSE_TRY_AGAIN: "no capacity right now, try again later",
+}
 _CODE_FOR_HTTP = {
     401: "unauthenticated",
     402: "quota_exceeded",
@@ -340,7 +346,7 @@ class LiveClient:
 
     def _close_failure(self, close_code: int | None, reason: str) -> LiveClientError:
         code = _CODE_FOR_CLOSE.get(close_code or 0, "connection_closed")
-        message = reason or "the server closed the connection before session.ended"
+        message = reason or _CLOSE_MEANING.get(close_code or 0, "the server closed the connection before session.ended")
         return LiveClientError(code, message, close_code)
 
 
@@ -463,7 +469,10 @@ class _Run:
         self.frames_received = 0
         self.last_frame_index = -1
         self.control_seq = 0
-        self.controls_sent: dict[int, tuple[float, int]] = {}  # seq -> (sent at, last frame seen)
+        # In-flight controls, by seq: the last frame index seen when sent (for the lag in frames,
+        # until control.applied/rejected) and the send time (until a frame carries the seq).
+        self.control_sent_frame: dict[int, int] = {}
+        self.control_sent_at: dict[int, float] = {}
         self.control_lag_ms: list[float] = []
         self.round_trip_ms: list[float] = []
 
@@ -477,10 +486,12 @@ class _Run:
         elif kind == "error":
             _out(f"error {event.get('code')}: {event.get('message')}", err=True)
         elif kind == "control.rejected":
+            self.control_sent_frame.pop(event.get("seq", -1), None)
+            self.control_sent_at.pop(event.get("seq", -1), None)
             _out(f"control {event.get('seq')} rejected ({event.get('code')}): {event.get('message')}", err=True)
         elif kind == "control.applied":
-            sent = self.controls_sent.get(event.get("seq", -1))
-            lag = "" if sent is None else f" (lag {event['frame'] - sent[1] - 1} frames)"
+            seen = self.control_sent_frame.pop(event.get("seq", -1), None)
+            lag = "" if seen is None else f" (lag {event['frame'] - seen - 1} frames)"
             _out(f"control {event.get('seq')} applied at frame {event.get('frame')}{lag}")
         elif kind == "moderation":
             _out(f"moderation: frame {event.get('frame')} {event.get('action')} ({event.get('category')})", err=True)
@@ -514,8 +525,8 @@ class _Run:
         self.last_frame_index = header.frame_index
         if header.input_seq is not None:
             self.round_trip_ms.append(frame.received_at * 1000 - header.input_capture_ts_us / 1000)
-        for seq in [s for s in self.controls_sent if s <= header.control_seq]:
-            sent_at, _ = self.controls_sent.pop(seq)
+        for seq in [s for s in self.control_sent_at if s <= header.control_seq]:
+            sent_at = self.control_sent_at.pop(seq)
             if seq == header.control_seq:  # older ones were superseded, not measured
                 self.control_lag_ms.append((frame.received_at - sent_at) * 1000)
         every = self.args.control_every
@@ -523,7 +534,8 @@ class _Run:
             self.control_seq += 1
             prompts = self.args.control_prompt or [f"{self.args.prompt or 'control'} #{self.control_seq}"]
             prompt = prompts[(self.control_seq - 1) % len(prompts)]
-            self.controls_sent[self.control_seq] = (time.monotonic(), self.last_frame_index)
+            self.control_sent_frame[self.control_seq] = self.last_frame_index
+            self.control_sent_at[self.control_seq] = time.monotonic()
             await self.client.control(self.control_seq, prompt=prompt)
 
     async def send(self, source: Iterator[bytes]) -> None:
@@ -564,9 +576,7 @@ async def _run(args: argparse.Namespace, params: dict[str, Any] | None) -> int:
             loop.add_signal_handler(signal.SIGINT, lambda: (run.stop.set(), loop.remove_signal_handler(signal.SIGINT)))
         except (RuntimeError, ValueError, NotImplementedError):
             pass  # not the main thread (tests) or no signals on this platform
-        if args.json:
-            _out(json.dumps(ready))
-        else:
+        if not args.json:  # in JSON mode, session.ready is printed from the event stream
             _out(f"session {ready.get('session_id')}: {ready.get('model')} {ready.get('width')}x"
                  f"{ready.get('height')} @ {ready.get('fps')} fps, tier {ready.get('tier')}")
         tasks = [asyncio.create_task(run.receive())]

@@ -32,6 +32,7 @@ class FakeServer:
     def __init__(self) -> None:
         self.received: list[Any] = []
         self.metrics_every = 5
+        self.applied_after_frame = False
         self.url = ""
 
     def check_auth(self, connection: ServerConnection, request: Request):
@@ -55,10 +56,15 @@ class FakeServer:
                     await ws.send(exc.to_json())
                     continue
                 self.received.append(frame)
+                applied = pending
                 if pending is not None:
-                    await ws.send(p.control_applied(pending, frame_index))
                     control_seq, pending = pending, None
+                    if not self.applied_after_frame:
+                        await ws.send(p.control_applied(applied, frame_index))
                 await ws.send(p.pack_output_frame(frame_index, frame.seq, frame.capture_ts_us, control_seq, frame.jpeg))
+                if applied is not None and self.applied_after_frame:
+                    # Either order is legal; the real consumer sends the notice after the frame.
+                    await ws.send(p.control_applied(applied, frame_index))
                 frame_index += 1
                 if frame_index % self.metrics_every == 0:
                     await ws.send(self.metrics(frame_index))
@@ -308,6 +314,7 @@ async def cli(argv: list[str]) -> int:
 
 async def test_cli_session_with_pattern_and_controls(server: FakeServer, capsys) -> None:
     server.metrics_every = 2
+    server.applied_after_frame = True
     code = await cli(["live", "--url", server.url, "--key", KEY, "--model", "identity", "--input", "pattern",
                       "--width", "64", "--height", "48", "--fps", "60", "--duration", "0.6",
                       "--control-every", "3", "--prompt", "p", "--param", "strength=0.5"])
@@ -323,7 +330,7 @@ async def test_cli_session_with_pattern_and_controls(server: FakeServer, capsys)
     # 0.6 s at 60 fps is ~36 frames: far more than the 3 that trigger the first control.
     controls = [m for m in server.received if isinstance(m, p.Control)]
     assert controls[0] == p.Control(1, "p #1")
-    assert "control 1 applied at frame" in out
+    assert "control 1 applied at frame" in out and "(lag 0 frames)" in out
     assert "round trip p50" in out and "control-to-frame p50" in out
 
 
@@ -333,6 +340,7 @@ async def test_cli_json_lines(server: FakeServer, capsys) -> None:
     assert code == 0
     kinds = [json.loads(line)["type"] for line in out.splitlines()]
     assert kinds[0] == "session.ready" and kinds[-1] == "session.ended" and "metrics" in kinds
+    assert kinds.count("session.ready") == 1
 
 
 @pytest.mark.parametrize(
