@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -330,7 +331,9 @@ async def test_cli_session_with_pattern_and_controls(server: FakeServer, capsys)
     # 0.6 s at 60 fps is ~36 frames: far more than the 3 that trigger the first control.
     controls = [m for m in server.received if isinstance(m, p.Control)]
     assert controls[0] == p.Control(1, "p #1")
-    assert "control 1 applied at frame" in out and "(lag 0 frames)" in out
+    # The lag in frames is printed even though the notice arrives after the frame (0 frames when
+    # the control beat the next input to the server, which is the usual case, not a guaranteed one).
+    assert re.search(r"control 1 applied at frame \d+ \(lag \d+ frames\)", out)
     assert "round trip p50" in out and "control-to-frame p50" in out
 
 
