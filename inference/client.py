@@ -373,20 +373,27 @@ def pattern_source(width: int, height: int, quality: int = 85) -> Iterator[bytes
 
 
 def file_source(path: str, width: int, height: int, loop: bool = True, quality: int = 85) -> Iterator[bytes]:
-    """Frames of a video file (looped) or a single image (repeated), as JPEG at width x height."""
+    """Frames of a video file (looped) or a single image (repeated), as JPEG at width x height.
+
+    Raises FileNotFoundError, or ValueError when the file cannot be decoded.
+    """
+    import av
     import simplejpeg
 
-    from inference.video import iter_video_frames
+    from inference.video import BadVideo, iter_video_frames
 
     if not os.path.isfile(path):
         raise FileNotFoundError(path)
     while True:
         count = 0
         jpeg = b""
-        for array in iter_video_frames(path, width, height):
-            jpeg = simplejpeg.encode_jpeg(array, quality=quality, colorspace="RGB")
-            count += 1
-            yield jpeg
+        try:
+            for array in iter_video_frames(path, width, height):
+                jpeg = simplejpeg.encode_jpeg(array, quality=quality, colorspace="RGB")
+                count += 1
+                yield jpeg
+        except (av.FFmpegError, BadVideo) as exc:
+            raise ValueError(f"{path}: cannot decode: {exc}") from None
         if count == 0:
             raise ValueError(f"{path}: no video frames")
         if count == 1:  # a still image: keep sending it without decoding it again

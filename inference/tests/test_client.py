@@ -397,3 +397,34 @@ async def test_cli_ctrl_c_stops_the_session_cleanly(server: FakeServer) -> None:
     assert proc.returncode == 0, err.decode()
     assert b"session ended (client)" in out
     assert isinstance(server.received[-1], p.SessionStop)
+
+
+async def test_stop_times_out_when_the_server_never_answers() -> None:
+    async def silent(ws: ServerConnection) -> None:
+        await ws.send(p.session_ready("s", "m", "streaming", 8, 8, 1, 1000.0, "cpu:0", 1.0, "0"))
+        async for _ in ws:  # reads session.stop and says nothing
+            pass
+
+    async with serve(silent, "127.0.0.1", 0) as srv:
+        url = f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}/"
+        async with c.LiveClient(url) as client:
+            assert (await client.start("m"))["tier"] == "streaming"
+            with pytest.raises(c.LiveClientError) as info:
+                await client.stop(timeout=0.05)
+            assert info.value.code == "timeout"
+
+
+def test_file_source_rejects_a_corrupt_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 4000)
+    with pytest.raises(ValueError, match="cannot decode"):
+        next(c.file_source(str(junk), 16, 16))
+
+
+async def test_cli_corrupt_input_ends_the_session_and_fails(server: FakeServer, tmp_path: Path, capsys) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 4000)
+    code = await cli(["--url", server.url, "--key", KEY, "--model", "identity", "--input", str(junk)])
+    _, err = capsys.readouterr()
+    assert code == 1 and "cannot decode" in err
+    assert isinstance(server.received[-1], p.SessionStop)  # the session was still ended politely
