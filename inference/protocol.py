@@ -149,6 +149,14 @@ def _reject_constant(name: str) -> Any:
     raise _bad(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    # 1e400 is valid JSON syntax but overflows to inf, which no model param can mean.
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _bad(f"number {literal[:20]} is out of range")
+    return value
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # A duplicated key is ambiguous (which one wins differs between parsers): refuse it.
     result: dict[str, Any] = {}
@@ -234,10 +242,15 @@ def parse_client_message(text: str) -> ClientMessage:
         raise _bad(f"text message larger than {MAX_TEXT_BYTES} bytes")
     try:
         obj = json.loads(
-            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
+            text,
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
         )
     except json.JSONDecodeError as exc:
         raise _bad(f"not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's 4300-digit conversion limit
+        raise _bad(f"not valid JSON: {exc}") from None
     except RecursionError:
         raise _bad("JSON nested too deeply") from None
     if not isinstance(obj, dict):

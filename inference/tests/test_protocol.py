@@ -92,6 +92,8 @@ BAD_MESSAGES = [
     ('{"type":"session.start","model":"m","params":{"x":NaN}}', "NaN is not valid JSON"),
     ('{"type":"session.start","model":"m","params":{"x":Infinity}}', "Infinity is not valid JSON"),
     ("[" * 100000 + "]" * 100000, "larger than"),
+    ('{"type":"control","seq":1,"params":{"x":1e400}}', "out of range"),
+    ('{"type":"control","seq":' + "9" * 5000 + ',"prompt":"x"}', "not valid JSON"),
 ]
 
 
