@@ -1,4 +1,8 @@
 """WebSocket routes. The live consumer (protocol v1) is mounted at /v1/live."""
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from nextframe.live.consumer import LiveConsumer
+
+websocket_urlpatterns = [path("v1/live", LiveConsumer.as_asgi())]

@@ -6,10 +6,6 @@ declared tier is kept beside it so a disagreement is visible.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
-
-@lru_cache(maxsize=1)
 def _specs():
     from inference.engines import list_specs
 

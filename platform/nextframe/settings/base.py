@@ -174,3 +174,9 @@ LOGGING = {
 
 # --- GPU pool -----------------------------------------------------------------------------------
 POOL_LEASE_TTL_S = env_float("NEXTFRAME_POOL_LEASE_TTL_S", 15.0, minimum=1.0)
+
+# --- Live sessions ------------------------------------------------------------------------------
+LIVE_IDLE_TIMEOUT_S = env_float("NEXTFRAME_LIVE_IDLE_TIMEOUT_S", 30.0, minimum=1.0)
+LIVE_MAX_DURATION_S = env_float("NEXTFRAME_LIVE_MAX_DURATION_S", 3600.0, minimum=1.0)
+LIVE_METRICS_INTERVAL_S = env_float("NEXTFRAME_LIVE_METRICS_INTERVAL_S", 1.0, minimum=0.05)
+LIVE_TEXT_RATE_PER_S = env_int("NEXTFRAME_LIVE_TEXT_RATE_PER_S", 50, minimum=1)
