@@ -157,6 +157,7 @@ class DreamfieldEngine(Engine):
 
     def render_clip(self, state: Any, n_frames: int, prompt: str, params: dict[str, Any],
                     input_frames: np.ndarray | None = None) -> np.ndarray:
+        params = {**self.spec.default_params(), **params}  # callers outside the loop may pass a partial set
         return np.stack(self._frames(state, n_frames, prompt, params))
 
 

@@ -158,6 +158,7 @@ class StylizeEngine(Engine):
                     input_frames: np.ndarray | None = None) -> np.ndarray:
         if input_frames is None or len(input_frames) != n_frames:
             raise ValueError("stylize needs exactly n_frames input frames")
+        params = {**self.spec.default_params(), **params}  # callers outside the loop may pass a partial set
         x = self._to_tensor(input_frames)
         feats = self.net.features(x)  # batched over time; only the cheap EMA below is sequential
         blended = torch.empty_like(feats)
