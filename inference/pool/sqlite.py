@@ -12,11 +12,17 @@ with another process doing the same. Placement, concurrency limits and clip pree
 Time: wall-clock `time.time()` unless the caller passes `now` (tests drive a fake clock). Every
 process on the machine reads the same clock, so expiry means the same thing to all of them.
 
-Connections: one per call, closed before returning. Nothing is cached between calls, so a forked
-child never uses (or closes) a connection, lock or shared-memory mapping inherited from its
-parent -- the hazard SQLite warns about. A call costs ~0.2-1.5 ms, negligible next to a heartbeat
-every ttl/3 seconds. The file is in WAL mode (readers never block the writer) with a busy timeout:
-a writer waits for the lock instead of failing at once.
+Connections: one per thread, opened on first use and kept (a heartbeat then costs ~0.15 ms; a
+connection per call would pay an open and a WAL checkpoint each time, ~6 ms). The file is in WAL
+mode (readers never block the writer) with a busy timeout (a writer waits for the lock rather than
+failing at once).
+
+Fork: SQLite keeps per-process lock bookkeeping, and a child forked while a connection is open
+inherits a copy claiming locks it does not hold; the parent may then checkpoint and delete the WAL
+under the child, losing the child's writes (the tests reproduce this). So an `os.register_at_fork`
+hook closes every connection of every backend before a fork (waiting for calls in flight) and
+both sides reopen lazily. A fork that skips Python's hooks (a C extension calling fork()) is not
+covered: the pid check then only abandons the inherited connection.
 
 Tables (all prefixed `pool_`, in a file of their own -- never Django's database):
   pool_devices     device_id -> node, kind, name, capacity, memory_total, draining, expires_at
@@ -30,7 +36,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -95,6 +103,47 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+class _Slot:
+    """One thread's connection, with the lock that serialises its use against the fork hook."""
+
+    __slots__ = ("conn", "pid", "lock", "__weakref__")
+
+    def __init__(self) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.pid = 0
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            if self.pid == os.getpid():
+                self.conn.close()
+            else:
+                _ABANDONED.append(self.conn)
+        self.conn = None
+
+
+# Connections inherited over a fork that skipped the hooks: kept referenced so that garbage
+# collection never closes them in the child (closing one can release the parent's locks).
+_ABANDONED: list[sqlite3.Connection] = []
+_BACKENDS: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+_BACKENDS_LOCK = threading.Lock()
+_FORKING: list[SqliteBackend] = []
+
+
+def _before_fork() -> None:
+    _BACKENDS_LOCK.acquire()  # held across the fork: no backend appears or changes meanwhile
+    _FORKING[:] = list(_BACKENDS)
+    for backend in _FORKING:
+        backend._before_fork()
+
+
+def _after_fork() -> None:
+    for backend in _FORKING:
+        backend._after_fork()
+    _FORKING.clear()
+    _BACKENDS_LOCK.release()
+
+
 class SqliteBackend:
     """Pool leases in a SQLite file shared by every process of this machine."""
 
@@ -114,17 +163,60 @@ class SqliteBackend:
             raise FileNotFoundError(f"pool database folder {folder!r} does not exist")
         self.path = path
         self.busy_timeout_s = float(busy_timeout_s)
+        # One connection per thread (opened on first use, kept): a call then costs ~0.15 ms
+        # instead of an open + WAL checkpoint on close. _slots lists them for the fork hook.
+        self._local = threading.local()
+        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
+        self._slots_lock = threading.Lock()
+        self._forking: list[_Slot] = []
         self._init_schema()
+        with _BACKENDS_LOCK:
+            _BACKENDS.add(self)
 
     # -- connections and transactions ---------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: the sqlite3 module opens no implicit transactions; we BEGIN ourselves.
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        # check_same_thread=False only so the fork hook may close it; use is serialised by _Slot.lock.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                               check_same_thread=False)
         # WAL + NORMAL survives a process crash (all that matters for leases: a power loss kills
         # every holder too) without an fsync per commit.
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
+
+    def _slot(self) -> _Slot:
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = self._local.slot = _Slot()
+            with self._slots_lock:
+                self._slots.add(slot)
+        return slot
+
+    def close(self) -> None:
+        """Close this backend's idle connections in this process (they reopen on next use)."""
+        with self._slots_lock:
+            slots = list(self._slots)
+        for slot in slots:
+            with slot.lock:
+                slot.close()
+
+    def _before_fork(self) -> None:
+        # A forked child must not inherit an open SQLite connection: SQLite keeps per-process lock
+        # bookkeeping, and a child that copied it believes it holds locks it does not, so the
+        # parent could checkpoint and delete the WAL under it. Close every connection (waiting
+        # for calls in flight) so the child starts clean; both sides reopen lazily.
+        self._slots_lock.acquire()
+        self._forking = list(self._slots)
+        for slot in self._forking:
+            slot.lock.acquire()
+            slot.close()
+
+    def _after_fork(self) -> None:
+        for slot in self._forking:
+            slot.lock.release()
+        self._forking = []
+        self._slots_lock.release()
 
     def _check_schema(self, conn: sqlite3.Connection) -> bool:
         """True when the file already holds this pool schema; raises when it holds something else."""
@@ -166,8 +258,15 @@ class SqliteBackend:
     @contextmanager
     def _transaction(self, mode: str) -> Iterator[sqlite3.Connection]:
         """One transaction on a fresh connection: committed on success, rolled back on error."""
-        conn = self._connect()
-        try:
+        slot = self._slot()
+        with slot.lock:
+            if slot.conn is None or slot.pid != os.getpid():
+                # pid differs only after a fork that bypassed os.register_at_fork (e.g. a C
+                # extension calling fork()): abandon, never close, what the parent opened.
+                if slot.conn is not None:
+                    _ABANDONED.append(slot.conn)
+                slot.conn, slot.pid = self._connect(), os.getpid()
+            conn = slot.conn
             conn.execute(f"BEGIN {mode}")
             try:
                 yield conn
@@ -176,8 +275,6 @@ class SqliteBackend:
                     conn.rollback()
                 raise
             conn.execute("COMMIT")
-        finally:
-            conn.close()
 
     @staticmethod
     def _now(now: float | None) -> float:
@@ -297,3 +394,7 @@ class SqliteBackend:
         with self._transaction("DEFERRED") as db:
             devices, leases = self._read(db, now)
         return Snapshot(now, devices, leases)
+
+
+# One registration for the module (per backend would keep every backend alive forever).
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
