@@ -169,9 +169,9 @@ class SqliteBackend:
         self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
         self._slots_lock = threading.Lock()
         self._forking: list[_Slot] = []
-        self._init_schema()
-        with _BACKENDS_LOCK:
+        with _BACKENDS_LOCK:  # before any connection opens, so the fork hook sees all of them
             _BACKENDS.add(self)
+        self._init_schema()
 
     # -- connections and transactions ---------------------------------------------------------
 
@@ -192,6 +192,15 @@ class SqliteBackend:
             with self._slots_lock:
                 self._slots.add(slot)
         return slot
+
+    def _open(self, slot: _Slot) -> sqlite3.Connection:
+        """The slot's connection, (re)opened if needed. Call with slot.lock held."""
+        if slot.conn is None or slot.pid != os.getpid():
+            # pid differs only after a fork that bypassed os.register_at_fork (e.g. a C extension
+            # calling fork()): abandon, never close, what the parent opened.
+            slot.close()
+            slot.conn, slot.pid = self._connect(), os.getpid()
+        return slot.conn
 
     def close(self) -> None:
         """Close this backend's idle connections in this process (they reopen on next use)."""
@@ -232,8 +241,9 @@ class SqliteBackend:
         return version == SCHEMA_VERSION
 
     def _init_schema(self) -> None:
-        conn = self._connect()
-        try:
+        slot = self._slot()
+        with slot.lock:
+            conn = self._open(slot)
             # An existing pool file needs only this read, which WAL lets through even while another
             # process holds the write lock: opening a backend never waits behind a writer.
             if self._check_schema(conn):
@@ -252,21 +262,13 @@ class SqliteBackend:
                 conn.rollback()
                 raise
             conn.execute("COMMIT")
-        finally:
-            conn.close()
 
     @contextmanager
     def _transaction(self, mode: str) -> Iterator[sqlite3.Connection]:
-        """One transaction on a fresh connection: committed on success, rolled back on error."""
+        """One transaction on this thread's connection: committed on success, rolled back on error."""
         slot = self._slot()
         with slot.lock:
-            if slot.conn is None or slot.pid != os.getpid():
-                # pid differs only after a fork that bypassed os.register_at_fork (e.g. a C
-                # extension calling fork()): abandon, never close, what the parent opened.
-                if slot.conn is not None:
-                    _ABANDONED.append(slot.conn)
-                slot.conn, slot.pid = self._connect(), os.getpid()
-            conn = slot.conn
+            conn = self._open(slot)
             conn.execute(f"BEGIN {mode}")
             try:
                 yield conn
