@@ -306,6 +306,8 @@ def test_process_killed_inside_a_transaction_does_not_wedge_the_pool(tmp_path):
         with pytest.raises(CapacityUnavailable) as err:  # the write lock is held: refuse, do not hang
             impatient.reserve(_req(0.25))
         assert err.value.message == "capacity pool busy" and err.value.retry_after_s == 5.0
+        with pytest.raises(sqlite3.OperationalError):  # the LeaseKeeper logs this and retries
+            impatient.heartbeat(held.lease_id, held.token, 15.0)
         assert [r.lease_id for r in impatient.snapshot().leases] == [held.lease_id]  # WAL: reads go on
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(30)
