@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # Output frames waiting for the socket. Small on purpose: a slow reader loses frames (counted by
 # the runtime as dropped outputs) instead of growing a backlog of stale video.
 OUTPUT_BUFFER = 2
+# How often a running session re-reads its key's revocation from the database.
+KEY_RECHECK_S = 2.0
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -266,6 +268,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _ticker(self) -> None:
         """About once a second: metrics to the client, usage to the database, limits checked."""
         interval = settings.LIVE_METRICS_INTERVAL_S
+        next_key_check = time.monotonic() + KEY_RECHECK_S
         while not self.ended:
             await asyncio.sleep(interval)
             if self.ended:
@@ -281,6 +284,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await self._end("max_duration")
             elif self.spec.kind == "video-to-video" and now - self.last_input_at >= settings.LIVE_IDLE_TIMEOUT_S:
                 await self._end("idle")
+            elif now >= next_key_check:
+                # The channel-layer group reaches every process at once when the layer is shared
+                # (Redis); this re-check covers a revocation made where it is not (the in-memory
+                # layer of the embedded default, revoked from the CLI), still well within 5 s.
+                next_key_check = now + KEY_RECHECK_S
+                if await database_sync_to_async(_key_revoked)(self.principal):
+                    await self._end("revoked")
 
     # --- channel-layer events -----------------------------------------------------------------------
 
@@ -342,6 +352,14 @@ def _resolve(spec, config):
     return width, height, fps, params
 
 
+def _key_revoked(principal) -> bool:
+    from nextframe.tenancy.models import ApiKey
+
+    if principal.api_key is None:
+        return False
+    return ApiKey.objects.filter(pk=principal.api_key.pk, revoked_at__isnull=False).exists()
+
+
 def _catalog_tier(spec) -> str:
     """The tier announced in session.ready: the measured one when an audit exists."""
     try:
@@ -350,4 +368,8 @@ def _catalog_tier(spec) -> str:
         evidence = evidence_for(spec.id)
     except Exception:
         evidence = None
-    return evidence["tier"] if evidence else spec.declared_tier
+    # session.ready can only say interactive or streaming (protocol v1); a live model measured as
+    # anything else keeps its declared label there, and GET /v1/models shows the disagreement.
+    if evidence and evidence.get("tier") in protocol.LIVE_TIERS:
+        return evidence["tier"]
+    return spec.declared_tier
