@@ -3,6 +3,7 @@ delete, describe. Views and the CLI call these; nothing here imports torch.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -17,6 +18,7 @@ from nextframe.clips.models import TIER, Clip, ClipEvent, ClipLimits
 from nextframe.tenancy.models import Organization
 
 S = Clip.Status
+log = logging.getLogger(__name__)
 
 
 class ClipError(Exception):
@@ -146,11 +148,20 @@ def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = 
         if upload is not None:
             clip.input_name = files.save(f"{files.clip_prefix(org.pk, clip.pk)}/input.mp4", upload)
             clip.save(update_fields=["input_name"])
-        from nextframe.clips.tasks import enqueue_render
-
         clip_id = clip.pk
-        transaction.on_commit(lambda: enqueue_render(clip_id))
+        transaction.on_commit(lambda: _enqueue(clip_id))
     return clip
+
+
+def _enqueue(clip_id) -> None:
+    """Send the render message; a broker that is down loses nothing: the job stays `queued` with no
+    `enqueued_at`, and the workers' recovery sweep sends it when the broker is back."""
+    from nextframe.clips import tasks
+
+    try:
+        tasks.enqueue_render(clip_id)
+    except Exception:  # noqa: BLE001 - any broker error
+        log.exception("could not enqueue clip %s; the recovery sweep will", clip_id)
 
 
 def get_clip(org: Organization, clip_id) -> Clip | None:

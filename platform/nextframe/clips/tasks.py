@@ -21,13 +21,15 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from nextframe.celery import QUEUE_CLIPS, QUEUE_MAINTENANCE
+from nextframe.celery import QUEUE_CLIPS
 
 log = logging.getLogger(__name__)
 
 
+# The queue is named on every send (apply_async(queue=...)): Celery 5.5+ deprecates the `queue`
+# task attribute in favour of task_routes, which belong to nextframe.celery.
 @shared_task(
-    name="clips.render", queue=QUEUE_CLIPS, acks_late=True, reject_on_worker_lost=True,
+    name="clips.render", acks_late=True, reject_on_worker_lost=True,
     autoretry_for=(OperationalError,), max_retries=5, retry_backoff=True, retry_jitter=False,
 )
 def render_clip(clip_id: str) -> str:
@@ -43,13 +45,15 @@ def render_clip(clip_id: str) -> str:
 
 def enqueue_render(clip_id, countdown: float = 0.0) -> None:
     """Send the render message (records when, so the sweeper can tell a lost message from a queue)."""
+    from nextframe.celery import ensure_broker_dirs
     from nextframe.clips.models import Clip
 
+    ensure_broker_dirs()  # the filesystem transport needs its folders (a no-op for Redis)
     Clip.objects.filter(pk=clip_id).update(enqueued_at=timezone.now())
     render_clip.apply_async((str(clip_id),), queue=QUEUE_CLIPS, countdown=max(0.0, float(countdown)) or None)
 
 
-@shared_task(name="clips.recover", queue=QUEUE_MAINTENANCE, acks_late=True)
+@shared_task(name="clips.recover", acks_late=True)
 def recover_stale_clips() -> int:
     """Re-enqueue jobs whose message may have been lost; returns how many."""
     from nextframe.clips.runner import stale_jobs

@@ -1,0 +1,12 @@
+"""Settings of the out-of-process clip tests (web + worker subprocesses): the normal settings from the
+environment, small batches so a clip is several batches long, and (Redis) a key prefix per test run so
+that concurrent runs sharing one Redis never consume each other's messages."""
+import os
+
+from nextframe.settings.base import *  # noqa: F401,F403
+from nextframe.settings.base import REDIS_URL
+
+CLIP_BATCH_FRAMES = 4
+CLIP_SWEEP_INTERVAL_S = 2.0
+if REDIS_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": os.environ.get("NEXTFRAME_TEST_KEYPREFIX", "")}
