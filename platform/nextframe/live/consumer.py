@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 OUTPUT_BUFFER = 2
 # How often a running session re-reads its key's revocation from the database.
 KEY_RECHECK_S = 2.0
+# A record whose process stopped checkpointing this long ago belongs to a dead process.
+STALE_RECORD_S = 60.0
+_swept = False
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -59,6 +62,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not self.principal.has_scope("live"):
             await self.close(code=protocol.CLOSE_FORBIDDEN, reason="this API key lacks the 'live' scope")
             return
+        global _swept
+        if not _swept:
+            _swept = True
+            # Records left `active` by a process that died (no checkpoint for a minute) are ended.
+            await database_sync_to_async(actions.sweep_stale)(STALE_RECORD_S)
         if self.principal.api_key is not None:
             self.group = tenancy.key_group(self.principal.api_key.key_id)
             await self.channel_layer.group_add(self.group, self.channel_name)
