@@ -128,8 +128,10 @@ class DeviceCore:
 
     def schedule(self, now: float) -> list[tuple[Session, WorkItem]]:
         """Pick the next batch (EDF, same engine and size, deadlines kept) and take its work."""
-        ready = [s for s in self.sessions() if s.is_ready(now, self._lookahead(s))]
+        sessions = self.sessions()
+        ready = [s for s in sessions if s.is_ready(now, self._lookahead(s))]
         self.metrics.depth("ready", len(ready))
+        self.metrics.depth("decode", sum(1 for s in sessions if s.decoding))
         by_id = {s.session_id: s for s in ready}
         picked = self.scheduler.pick(
             [Candidate(s.session_id, s.batch_key, s.deadline(), s.chunk) for s in ready], now)

@@ -85,7 +85,7 @@ class SessionHandle:
             if self._final is None:
                 self._rt.core.close(self.session_id)
                 self._final = self._s.metrics.snapshot(self._rt.clock.now())
-                self._rt._wake.set()
+                self._rt._forget(self.session_id)
             return self._final
 
 
@@ -157,6 +157,11 @@ class DeviceRuntime:
             self._handles[s.session_id] = h
         self._wake.set()
         return h
+
+    def _forget(self, session_id: str) -> None:
+        with self._lock:
+            self._handles.pop(session_id, None)
+        self._wake.set()
 
     def session_count(self) -> int:
         return len(self.core.sessions())
