@@ -1,12 +1,14 @@
-"""Batched generation of one clip: frames rendered `batch_frames` at a time, state carried across.
+"""Checkpoints between the batches of a clip being rendered (pure glue, no Django).
 
-Pure inference glue (no Django): the runner passes a `before_batch` callback, which is where it
-heartbeats its pool lease and its job row; an exception raised there stops rendering at a batch
-boundary (preempted, cancelled, taken over).
+`inference.batch.render_frames` computes a clip `batch_size` frames at a time, lazily: a batch is
+computed when its first frame is asked for. `checkpointed` asks for frames on the encoder's behalf
+and calls `before_batch(frames_done)` before each batch is computed - that is where the runner
+heartbeats its pool lease and its job row. An exception raised there stops the render at a batch
+boundary (preempted, cancelled, taken over) without computing another frame.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -17,34 +19,17 @@ def batch_size(requested: int, chunk_frames: int) -> int:
     return max(chunk, (max(1, int(requested)) // chunk) * chunk)
 
 
-def iter_clip_frames(
-    engine: Any,
-    state: Any,
-    n_frames: int,
-    prompt: str,
-    params: dict[str, Any],
-    batch_frames: int,
-    input_frames: np.ndarray | None = None,
-    before_batch: Callable[[int], None] | None = None,
-) -> Iterator[np.ndarray]:
-    """Yield the clip's frames in order, rendering `batch_frames` per `engine.render_clip` call.
-
-    `before_batch(frames_done)` runs before every batch. `render_clip` advances `state` exactly as
-    that many single steps would, so the clip is the same whatever the batch size.
-    """
-    if n_frames < 1:
-        raise ValueError("a clip needs at least one frame")
-    if input_frames is not None and len(input_frames) < n_frames:
-        raise ValueError(f"{len(input_frames)} input frames for a clip of {n_frames}")
+def checkpointed(frames: Iterable[np.ndarray], batch: int,
+                 before_batch: Callable[[int], None]) -> Iterator[np.ndarray]:
+    """Yield `frames`, calling `before_batch(done)` before frames 0, batch, 2*batch, ... are drawn."""
+    it = iter(frames)
     done = 0
-    while done < n_frames:
-        n = min(batch_frames, n_frames - done)
-        if before_batch is not None:
+    while True:
+        if done % batch == 0:
             before_batch(done)
-        chunk = engine.render_clip(
-            state, n, prompt, params, None if input_frames is None else input_frames[done:done + n]
-        )
-        if len(chunk) != n:
-            raise RuntimeError(f"engine returned {len(chunk)} frames for a batch of {n}")
-        yield from chunk
-        done += n
+        try:
+            frame = next(it)
+        except StopIteration:
+            return
+        yield frame
+        done += 1

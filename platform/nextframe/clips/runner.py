@@ -174,30 +174,50 @@ def _cost(clip: Clip) -> tuple[float, int]:
 
 
 def _render(clip: Clip, pool, lease, share: float) -> Outcome:
-    from inference.engines import EngineError, get_engine
-    from inference.pool import LeaseLost
+    import av
+    from inference.batch import render_frames
+    from inference.engines import EngineError, get_spec
+    from inference.pool import LeaseKeeper, LeaseLost
     from inference.video import BadVideo, VideoEncodeError, encode_mp4
 
-    from nextframe.clips.render import batch_size, iter_clip_frames
+    from nextframe.clips.render import batch_size, checkpointed
 
     started = time.monotonic()
-    holder = {"lease": lease}
+    holder = {"lease": lease, "lost": None}
+
+    def on_lost(res, error) -> None:
+        holder["lost"] = error
 
     def before_batch(done: int) -> None:
+        # The keeper thread heartbeats between batches too (a slow batch must not let the lease
+        # expire); here we learn at a batch boundary that the lease is gone, and stop.
+        if holder["lost"] is not None:
+            raise holder["lost"]
         holder["lease"] = pool.heartbeat(holder["lease"])  # raises LeaseLost when preempted
         if not _cas(clip, heartbeat_at=timezone.now(), frames_done=done):
             raise _Stop("no longer owned (cancelled or taken over)")
 
+    keeper = LeaseKeeper(pool, on_lost=on_lost, refresh_devices=False)
+    keeper.add(lease)
+    keeper.start()
     workdir = tempfile.mkdtemp(prefix=f"clip-{clip.pk}-")
     local = Path(workdir) / "video.mp4"
     stored = ""
+    source = None
     try:
-        engine = get_engine(clip.model)
-        inputs = _load_input(clip) if clip.input_name else None
-        state = engine.new_state(clip.width, clip.height, clip.prompt, clip.params, clip.seed, float(clip.fps))
-        batch = batch_size(int(setting("CLIP_BATCH_FRAMES", 16)), engine.spec.chunk_frames)
-        frames = iter_clip_frames(engine, state, clip.frames, clip.prompt, clip.params, batch, inputs, before_batch)
-        result = encode_mp4(frames, local, clip.fps, clip.width, clip.height)
+        batch = batch_size(int(setting("CLIP_BATCH_FRAMES", 16)), get_spec(clip.model).chunk_frames)
+        inputs = None
+        if clip.input_name:
+            # Decoded lazily, batch by batch, while rendering: memory does not grow with the clip.
+            from inference.video import iter_video_frames
+
+            source = files.storage().open(clip.input_name, "rb")
+            inputs = iter_video_frames(source, clip.width, clip.height)
+        frames = render_frames(clip.model, clip.width, clip.height, clip.fps, clip.frames, clip.prompt,
+                               clip.params, clip.seed, batch, inputs)
+        result = encode_mp4(checkpointed(frames, batch, before_batch), local, clip.fps, clip.width, clip.height)
+        if result.frames < clip.frames:
+            raise BadVideo("empty", f"the input ran out after {result.frames} of {clip.frames} frames")
         before_batch(clip.frames)  # last check before publishing: still ours, lease still held
         with open(local, "rb") as fh:
             stored = files.save(f"{files.clip_prefix(clip.organization_id, clip.pk)}/video-{clip.attempts}.mp4", fh)
@@ -216,7 +236,7 @@ def _render(clip: Clip, pool, lease, share: float) -> Outcome:
     except _Stop as stop:
         files.delete(stored)
         return Outcome("noop", "abandoned", reason=stop.reason)
-    except BadVideo as exc:
+    except (BadVideo, av.FFmpegError) as exc:
         _fail(clip, "bad_input", f"the input video cannot be used: {exc}")
         return Outcome("done", S.FAILED, reason="bad input")
     except (EngineError, ValueError, VideoEncodeError) as exc:
@@ -229,25 +249,14 @@ def _render(clip: Clip, pool, lease, share: float) -> Outcome:
         files.delete(stored)
         return _retry_after_error(clip, exc)
     finally:
+        keeper.stop()
+        if source is not None:
+            source.close()
         local.unlink(missing_ok=True)
         try:
             os.rmdir(workdir)
         except OSError:
             pass
-
-
-def _load_input(clip: Clip):
-    import numpy as np
-    from inference.video import decode_video_frames
-
-    with files.storage().open(clip.input_name, "rb") as fh:
-        frames = decode_video_frames(fh, clip.width, clip.height, clip.frames,
-                                     getattr(settings, "MAX_UPLOAD_BYTES", 64 * 1024 * 1024))
-    if len(frames) < clip.frames:
-        from inference.video import BadVideo
-
-        raise BadVideo("empty", f"the input has {len(frames)} frames, the clip needs {clip.frames}")
-    return np.stack(frames)
 
 
 def _requeue(clip: Clip, delay_s: float, reason: str, preempted: bool) -> Outcome:

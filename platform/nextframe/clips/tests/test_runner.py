@@ -14,7 +14,8 @@ from inference.engines.specs import DREAMFIELD
 from inference.pool import CapacityUnavailable
 from nextframe.clips import actions, runner
 from nextframe.clips.models import Clip, ClipEvent
-from nextframe.clips.render import batch_size, iter_clip_frames
+from inference.batch import render_frames
+from nextframe.clips.render import batch_size, checkpointed
 
 pytestmark = pytest.mark.django_db
 
@@ -66,17 +67,18 @@ def transitions(clip: Clip) -> list[tuple[str, str]]:
     return [(e.from_status, e.to_status) for e in ClipEvent.objects.filter(clip=clip)]
 
 
-def test_batches_carry_state_the_clip_is_the_same_whatever_the_batch(db):
-    engine = get_engine("dreamfield")
+def test_batches_carry_state_and_checkpoints_come_before_each_batch(db):
+    calls: list[int] = []
 
     def render(batch: int) -> np.ndarray:
-        state = engine.new_state(32, 32, "p", DREAMFIELD.default_params(), 7, 12.0)
-        return np.stack(list(iter_clip_frames(engine, state, 10, "p", DREAMFIELD.default_params(), batch)))
+        frames = render_frames("dreamfield", 32, 32, 12, 10, "p", seed=7, batch_size=batch)
+        return np.stack(list(checkpointed(frames, batch, calls.append)))
 
     whole, batched = render(10), render(3)
     assert whole.shape == (10, 32, 32, 3)
-    np.testing.assert_array_equal(whole, batched)
+    np.testing.assert_array_equal(whole, batched)  # the clip is the same whatever the batch
     assert not np.array_equal(whole[0], whole[-1])  # it moves: state really advanced
+    assert calls == [0, 10, 0, 3, 6, 9]
     assert batch_size(16, 8) == 16 and batch_size(5, 8) == 8 and batch_size(20, 8) == 16
 
 
