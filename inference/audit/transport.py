@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from inference.protocol import NO_INPUT_SEQ
 
@@ -112,10 +112,12 @@ class FrameInbox:
 
 
 class _RuntimeSession:
-    def __init__(self, transport: RuntimeTransport, handle: Any, inbox: FrameInbox) -> None:
+    def __init__(self, transport: RuntimeTransport, handle: Any, inbox: FrameInbox,
+                 release: Callable[[], None] | None = None) -> None:
         self._t = transport
         self._h = handle
         self._inbox = inbox
+        self._release = release
 
     async def send_frame(self, seq: int, jpeg: bytes) -> float:
         t = self._t.now()
@@ -131,7 +133,11 @@ class _RuntimeSession:
         return await self._inbox.get(timeout)
 
     async def close(self) -> dict[str, Any] | None:
-        m = self._h.close()
+        try:
+            m = self._h.close()
+        finally:
+            if self._release is not None:
+                self._release()
         return {"fps": m.fps, "ttff_ms": m.ttff_ms, "deadline_misses": m.deadline_misses,
                 "dropped_inputs": m.dropped_inputs, "jitter_ms": m.jitter_ms,
                 "control_lag_frames": m.control_lag_frames, "control_lag_frames_max": m.control_lag_frames_max,
@@ -139,7 +145,11 @@ class _RuntimeSession:
 
 
 class RuntimeTransport:
-    """Drives a DeviceRuntime in this process (one is created and owned when none is given)."""
+    """Drives a DeviceRuntime in this process (one is created and owned when none is given).
+
+    Subclasses may override `acquire(model, width, height, fps)` to choose the runtime per session
+    and hold capacity for it (the platform reserves a pool share); it returns (runtime, release).
+    """
 
     name = "runtime"
 
@@ -180,8 +190,18 @@ class RuntimeTransport:
 
         config = SessionConfig(engine_id=model, width=width, height=height, fps=fps, params=params,
                                seed=self._seed)
-        handle = self._rt().open_session(config, on_output)
-        return _RuntimeSession(self, handle, inbox)
+        runtime, release = self.acquire(model, width, height, fps)
+        try:
+            handle = runtime.open_session(config, on_output)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return _RuntimeSession(self, handle, inbox, release)
+
+    def acquire(self, model: str, width: int, height: int, fps: float) -> tuple[Any, Callable[[], None] | None]:
+        """The runtime a new session runs on, and what to call when it ends."""
+        return self._rt(), None
 
     async def aclose(self) -> None:
         if self._owned and self._runtime is not None:

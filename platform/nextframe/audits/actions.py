@@ -1,0 +1,261 @@
+"""Audits on this deployment: run them, keep them, and say what the latest one found.
+
+- `run_audit(model_id, source)` measures a model's live path (and `run_clip_audit` its clip tier)
+  and stores an AuditRun; `request_audit` queues one for the background worker (POST
+  /v1/models/{id}/audit); `start_startup_audits` audits every model whose evidence is missing or
+  stale, once, in the background after start-up.
+- `latest_evidence(model_id)` is what GET /v1/models shows: the newest successful live audit's
+  summary with its clip-tier audit beside it, marked `stale` when older than
+  NEXTFRAME_AUDIT_STALE_AFTER_S or measured on other engine code (`code_version`).
+
+Settings (read with getattr, environment variables of the same name override):
+NEXTFRAME_AUDIT_ON_STARTUP (True), NEXTFRAME_AUDIT_STALE_AFTER_S (86400),
+NEXTFRAME_AUDIT_STARTUP_DELAY_S (10), NEXTFRAME_AUDIT_SESSIONS (3), NEXTFRAME_AUDIT_SIZE ("128x128").
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from nextframe.audits.models import AuditRun
+
+log = logging.getLogger(__name__)
+
+#: Evidence fields GET /v1/models shows (the full record stays in AuditRun.evidence).
+SUMMARY_FIELDS = ("ttff_ms", "fps_idle", "fps_sustained", "control_lag_frames", "control_lag_ms",
+                  "control_lag_source", "control_lag_frames_pixels", "control_lag_frames_header",
+                  "jitter_ms", "deadline_miss_rate", "state_persistence", "width", "height", "fps",
+                  "sessions", "transport", "reasons")
+CLIP_SUMMARY_FIELDS = ("ttff_ms", "complete_ms", "fps_sustained", "width", "height", "fps", "reasons")
+#: Audits waiting for the background worker; more requests are refused (no unbounded queue).
+MAX_QUEUED_AUDITS = 16
+
+
+class AuditUnavailable(Exception):
+    """An on-demand audit cannot be queued now (the queue is full)."""
+
+
+def setting(name: str, default: Any) -> Any:
+    """A setting, overridable by an environment variable of the same name."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return getattr(settings, name, default)
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, (int, float)):
+        return type(default)(raw)
+    return raw
+
+
+def _plan():
+    from inference.audit import AuditPlan
+
+    size = str(setting("NEXTFRAME_AUDIT_SIZE", "128x128")).lower()
+    w, _, h = size.partition("x")
+    return AuditPlan(sessions=int(setting("NEXTFRAME_AUDIT_SESSIONS", 3)), width=int(w), height=int(h or w))
+
+
+def code_version(model_id: str) -> str:
+    from inference.audit.version import code_version as cv
+
+    return cv(model_id) or ""
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+def _staleness(run: AuditRun) -> tuple[bool, str | None]:
+    max_age = float(setting("NEXTFRAME_AUDIT_STALE_AFTER_S", 86400))
+    if run.measured_at is None or timezone.now() - run.measured_at > timedelta(seconds=max_age):
+        return True, f"older than {max_age:g} s"
+    current = code_version(run.model_id)
+    if run.code_version and current and run.code_version != current:
+        return True, "measured on other engine code"
+    return False, None
+
+
+def _latest(model_id: str, kind: str) -> AuditRun | None:
+    return (AuditRun.objects.filter(model_id=model_id, kind=kind, status="succeeded")
+            .order_by("-measured_at", "-id").first())
+
+
+def latest_evidence(model_id: str) -> dict | None:
+    """Summary of the latest successful live audit of `model_id` on this deployment (None: never audited)."""
+    run = _latest(model_id, "live")
+    if run is None:
+        return None
+    stale, why = _staleness(run)
+    ev = run.evidence or {}
+    out: dict[str, Any] = {"tier": run.tier, "declared_tier": run.declared_tier or None,
+                           "disagrees": bool(run.declared_tier and run.declared_tier != run.tier)}
+    out.update({k: ev.get(k) for k in SUMMARY_FIELDS})
+    out.update({"measured_at": run.measured_at.isoformat() if run.measured_at else None, "source": run.source,
+                "stale": stale, "stale_reason": why, "audit_id": run.pk, "code_version": run.code_version})
+    clip = _latest(model_id, "clip")
+    if clip is not None:
+        cstale, cwhy = _staleness(clip)
+        cev = clip.evidence or {}
+        out["clip"] = {"tier": clip.tier, **{k: cev.get(k) for k in CLIP_SUMMARY_FIELDS},
+                       "measured_at": clip.measured_at.isoformat() if clip.measured_at else None,
+                       "stale": cstale, "stale_reason": cwhy, "audit_id": clip.pk}
+    return out
+
+
+def needs_audit(model_id: str) -> bool:
+    run = _latest(model_id, "live")
+    return run is None or _staleness(run)[0]
+
+
+# --- recording ------------------------------------------------------------------------------------
+
+def record(evidence: dict, source: str, kind: str = "live", run: AuditRun | None = None) -> AuditRun:
+    """Store a finished audit's evidence (from any transport: the CLI records its own too)."""
+    run = run or AuditRun(model_id=evidence["model"], kind=kind, source=source)
+    run.status = "succeeded"
+    run.tier = evidence.get("tier") or ""
+    run.declared_tier = evidence.get("declared_tier") or ""
+    run.evidence = evidence
+    run.code_version = evidence.get("code_version") or code_version(run.model_id)
+    measured = parse_datetime(evidence.get("measured_at") or "") if evidence.get("measured_at") else None
+    run.measured_at = measured or timezone.now()
+    run.error = ""
+    run.save()
+    return run
+
+
+def _fail(run: AuditRun, message: str) -> AuditRun:
+    run.status, run.error = "failed", message[:2000]
+    run.save(update_fields=["status", "error"])
+    return run
+
+
+def run_audit(model_id: str, source: str, run: AuditRun | None = None, transport: Any | None = None) -> AuditRun:
+    """Measure `model_id`'s live path on this deployment and store the result (failed runs too)."""
+    from inference.audit import AuditError, audit_live
+    from inference.engines import EngineError, get_spec
+
+    from nextframe.audits.transport import DeploymentTransport
+
+    get_spec(model_id)  # UnknownModel before anything is written
+    run = run or AuditRun.objects.create(model_id=model_id, kind="live", source=source)
+    run.status = "running"
+    run.save(update_fields=["status"])
+    transport = transport or DeploymentTransport()
+    try:
+        ev = asyncio.run(audit_live(transport, model_id, _plan()))
+    except (AuditError, EngineError, OSError, RuntimeError) as exc:
+        log.warning("audit of %s failed: %s", model_id, exc)
+        return _fail(run, str(exc))
+    ev.code_version = code_version(model_id)
+    return record(ev.as_dict(), source, run=run)
+
+
+def run_clip_audit(model_id: str, source: str) -> AuditRun:
+    """Measure `model_id`'s clip tier (time to the playable file) and store it."""
+    from inference.audit.clip import audit_clip
+    from inference.engines import EngineError, get_spec
+
+    get_spec(model_id)
+    run = AuditRun.objects.create(model_id=model_id, kind="clip", source=source, status="running")
+    plan = _plan()
+    try:
+        ev = audit_clip(model_id, width=plan.width, height=plan.height, fps=30, frames=30, sessions=plan.sessions)
+    except (EngineError, OSError, RuntimeError, ValueError) as exc:
+        return _fail(run, str(exc))
+    ev.code_version = code_version(model_id)
+    return record(ev.as_dict(), source, kind="clip", run=run)
+
+
+# --- background work ------------------------------------------------------------------------------
+
+class _Worker:
+    """One low-priority thread that runs queued audits one at a time."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[tuple[int, bool]] = queue.Queue(maxsize=MAX_QUEUED_AUDITS)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, run_id: int, with_clip: bool) -> None:
+        try:
+            self._q.put_nowait((run_id, with_clip))
+        except queue.Full:
+            raise AuditUnavailable(f"{MAX_QUEUED_AUDITS} audits are already queued") from None
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="nf-audit", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        _lower_priority()
+        while True:
+            try:
+                run_id, with_clip = self._q.get(timeout=60)
+            except queue.Empty:
+                return
+            try:
+                run = AuditRun.objects.get(pk=run_id)
+                run_audit(run.model_id, run.source, run=run)
+                if with_clip:
+                    run_clip_audit(run.model_id, run.source)
+            except Exception:
+                log.exception("background audit %s failed", run_id)
+            finally:
+                close_old_connections()
+
+
+def _lower_priority() -> None:
+    # Linux: a thread has its own nice value. The audit's own work (decoding, comparing frames) then
+    # yields the CPU to live sessions' threads; the engine steps run on the device runtime.
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
+_worker = _Worker()
+
+
+def request_audit(model_id: str, source: str = "on_demand", with_clip: bool = True) -> AuditRun:
+    """Queue an audit of `model_id` (raises UnknownModel, AuditUnavailable)."""
+    from inference.engines import get_spec
+
+    get_spec(model_id)
+    run = AuditRun.objects.create(model_id=model_id, kind="live", source=source, status="queued")
+    try:
+        _worker.submit(run.pk, with_clip)
+    except AuditUnavailable:
+        _fail(run, "audit queue full")
+        raise
+    return run
+
+
+def start_startup_audits(delay_s: float | None = None) -> threading.Thread:
+    """After `delay_s`, queue audits of every model whose evidence is missing or stale."""
+    delay = float(setting("NEXTFRAME_AUDIT_STARTUP_DELAY_S", 10.0)) if delay_s is None else delay_s
+
+    def later() -> None:
+        threading.Event().wait(delay)
+        try:
+            from inference.engines import list_specs
+
+            for spec in list_specs():
+                if needs_audit(spec.id):
+                    request_audit(spec.id, source="startup")
+        except Exception:
+            log.exception("start-up audits could not be queued")
+        finally:
+            close_old_connections()
+
+    t = threading.Thread(target=later, name="nf-audit-startup", daemon=True)
+    t.start()
+    return t

@@ -1,0 +1,51 @@
+"""The audit's transport on this deployment: sessions on the node's own device runtimes, with a pool reservation.
+
+Each audit session reserves its share of a device from the pool at *clip* priority - the lowest -
+so a background audit never takes capacity a live session needs (it fails with
+capacity_unavailable instead, and is retried later), and it runs on the same DeviceRuntime the live
+consumer uses: the numbers are the ones a client of this node gets, minus the network.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable
+
+from inference.audit import AuditError, RuntimeTransport
+
+AUDIT_ORG = "nextframe-audit"
+
+
+class DeploymentTransport(RuntimeTransport):
+    name = "deployment"
+
+    def acquire(self, model: str, width: int, height: int, fps: float) -> tuple[Any, Callable[[], None] | None]:
+        from inference.engines import get_spec
+        from inference.pool import CapacityUnavailable, ConcurrencyLimit
+
+        from nextframe.live.host import get_host
+
+        host = get_host()
+        cost = get_spec(model).cost(width, height, fps)
+        try:
+            res = host.pool.reserve(AUDIT_ORG, f"audit-{uuid.uuid4().hex[:12]}", cost.compute_share,
+                                    memory_bytes=cost.memory_bytes, priority="clip")
+        except (CapacityUnavailable, ConcurrencyLimit) as exc:
+            raise AuditError("capacity_unavailable", f"no device capacity for an audit session: {exc}") from None
+        host.keep(res, on_lost=lambda reason: None)  # sessions are seconds long; a lost lease just ends it
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                host.forget(res)
+                host.pool.release(host.current(res))
+
+        try:
+            return host.runtime_for(res.device_id), release
+        except BaseException:
+            release()
+            raise
+
+    async def aclose(self) -> None:
+        return None  # the runtimes belong to the node's LiveHost

@@ -1,0 +1,49 @@
+"""REST views of the audits app: request an audit, read one. Thin: they call `nextframe.audits.actions`."""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from nextframe.api.errors import ApiError
+from nextframe.audits import actions
+from nextframe.audits.models import AuditRun
+
+
+def run_dict(run: AuditRun) -> dict:
+    return {"id": run.pk, "object": "audit", "model": run.model_id, "kind": run.kind, "status": run.status,
+            "source": run.source, "tier": run.tier or None, "declared_tier": run.declared_tier or None,
+            "created_at": run.created_at.isoformat(),
+            "measured_at": run.measured_at.isoformat() if run.measured_at else None,
+            "error": run.error or None, "evidence": run.evidence or None}
+
+
+class ModelAuditView(APIView):
+    """POST /v1/models/{id}/audit: measure this model's tier now (202; poll GET /v1/audits/{id})."""
+
+    required_scope = "read"
+
+    @extend_schema(request=None, responses={202: dict})
+    def post(self, request, model_id: str):
+        from inference.engines import UnknownModel
+
+        try:
+            run = actions.request_audit(model_id)
+        except UnknownModel:
+            raise ApiError(f"unknown model {model_id!r}", code="not_found", status_code=404) from None
+        except actions.AuditUnavailable as exc:
+            raise ApiError(str(exc), code="rate_limited", status_code=429, retry_after_s=30) from None
+        return Response(run_dict(run), status=202)
+
+
+class AuditDetailView(APIView):
+    """GET /v1/audits/{id}: one audit run with its full evidence."""
+
+    required_scope = "read"
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, audit_id: int):
+        run = AuditRun.objects.filter(pk=audit_id).first()
+        if run is None:
+            raise ApiError(f"no audit {audit_id}", code="not_found", status_code=404)
+        return Response(run_dict(run))
