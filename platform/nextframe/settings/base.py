@@ -107,6 +107,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # Exchange bindings (fanout, pidbox): kombu's default is ./control relative to the cwd.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 )
