@@ -29,13 +29,17 @@ class _LateState:
 class LateControlEngine(Engine):
     """`base_id`'s pictures, with controls applied `delay_frames` frames late; declares interactive."""
 
-    def __init__(self, base_id: str = "dreamfield", delay_frames: int = 3, engine_id: str = LATE_ENGINE_ID) -> None:
+    def __init__(self, base_id: str = "dreamfield", delay_frames: int = 3, engine_id: str = LATE_ENGINE_ID,
+                 late_pixels: bool = True, late_header: bool = True) -> None:
         self.base = get_engine(base_id)
         if self.base.spec.chunk_frames != 1:
             raise ValueError("LateControlEngine wraps a per-frame engine")
         if delay_frames < 1:
             raise ValueError("delay_frames must be >= 1")
         self.delay = delay_frames
+        # The auditor's own tests also need half-liars: late pixels under an honest-looking header
+        # (only the pixel detector can catch it), or a late header over prompt pixels.
+        self.late_pixels, self.late_header = late_pixels, late_header
         self.spec = dataclasses.replace(
             self.base.spec, id=engine_id, declared_tier="interactive",
             description=f"{base_id} with controls applied {delay_frames} frames late (audit reference: "
@@ -53,8 +57,10 @@ class LateControlEngine(Engine):
             st: _LateState = it.state
             st.history.append((it.prompt, dict(it.params), it.control_seq))
             prompt, params, seq = st.history[0]  # what was asked `delay` steps ago
+            if not self.late_pixels:
+                prompt, params = it.prompt, it.params
             inner.append(StepInput(st.inner, it.frame, prompt, params, seq, it.frame_index))
-            seqs.append(seq)
+            seqs.append(seq if self.late_header else it.control_seq)
         outs = self.base.step(inner)
         return [StepOutput(frames=o.frames, control_seq=seq) for o, seq in zip(outs, seqs)]
 

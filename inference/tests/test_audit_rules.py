@@ -1,0 +1,96 @@
+"""The written-down classification rules, the probe choice and the clip-tier audit."""
+from __future__ import annotations
+
+import pytest
+
+from inference.audit import Evidence, classify
+from inference.audit.classifier import state_verdict
+from inference.audit.clip import audit_clip
+from inference.audit.pixels import change_threshold, choose_probe
+from inference.audit.ws_transport import models_url
+from inference.engines import get_spec
+
+
+def evidence(**kw) -> Evidence:
+    base = dict(model="m", kind="text-to-video", transport="test", width=64, height=64, fps=30.0, sessions=3,
+                ttff_ms=20.0, fps_idle=30.0, fps_sustained=29.0, state_persistence="persists")
+    base.update(kw)
+    ev = Evidence(**base)
+    return ev
+
+
+def with_lag(ev: Evidence, frames: float, source: str = "pixels") -> Evidence:
+    ev.controls_sent, ev.controls_landed_pixels, ev.mid_run_control = 6, 6, True
+    ev.control_lag_frames, ev.control_lag_source = frames, source
+    ev.control_lag_frames_pixels = frames if source == "pixels" else None
+    return ev
+
+
+def test_lag_of_at_most_one_frame_with_fps_holding_and_state_is_interactive():
+    assert classify(with_lag(evidence(), 1))[0] == "interactive"
+    assert classify(with_lag(evidence(), 0))[0] == "interactive"
+
+
+def test_lag_over_one_frame_is_streaming():
+    tier, reasons = classify(with_lag(evidence(), 1.5))
+    assert tier == "streaming" and any("land late" in r for r in reasons)
+
+
+def test_fps_that_drops_during_interaction_is_not_interactive():
+    tier, reasons = classify(with_lag(evidence(fps_sustained=20.0, fps_idle=30.0), 0))
+    assert tier == "streaming" and any("FPS drops" in r for r in reasons)
+    assert classify(with_lag(evidence(fps_sustained=24.0, fps_idle=30.0), 0))[0] == "interactive"  # exactly 0.8
+
+
+def test_inconsistent_state_is_not_interactive():
+    assert classify(with_lag(evidence(state_persistence="inconsistent"), 0))[0] == "streaming"
+    assert classify(with_lag(evidence(state_persistence="stateless"), 0))[0] == "interactive"
+
+
+def test_first_output_only_with_the_whole_output_is_fast_batch():
+    tier, reasons = classify(evidence(ttff_ms=950.0, complete_ms=1000.0))
+    assert tier == "fast-batch" and "95%" in reasons[0]
+    assert classify(with_lag(evidence(ttff_ms=100.0, complete_ms=1000.0), 0))[0] == "interactive"
+
+
+def test_controls_that_never_show_mean_no_mid_run_control():
+    ev = evidence()
+    ev.controls_sent, ev.mid_run_control = 6, False
+    assert classify(ev)[0] == "fast-batch"
+
+
+def test_state_verdicts():
+    assert state_verdict(memory=0.2, continuity=3.0, restart_gap=3.0)[0] == "stateless"
+    verdict, score, ratio = state_verdict(memory=60.0, continuity=2.0, restart_gap=50.0)
+    assert verdict == "persists" and ratio == pytest.approx(0.04) and score == pytest.approx(0.96)
+    assert state_verdict(memory=40.0, continuity=45.0, restart_gap=44.0)[0] == "inconsistent"
+
+
+def test_probe_is_an_enum_cycle_or_a_float_sweep_ending_at_the_default():
+    dream = choose_probe([p.to_dict() for p in get_spec("dreamfield").params])
+    assert dream.param == "palette" and dream.values[-1] == "natural" and len(set(dream.values)) == 5
+    style = choose_probe([p.to_dict() for p in get_spec("stylize").params])
+    assert style.param == "strength" and style.values == (0.0, 0.5, 0.25, 0.7)
+    hue = choose_probe([p.to_dict() for p in get_spec("stylize").params], name="hue")
+    assert hue.values == (-180.0, -90.0, 0.0)  # never both -180 and 180: the same rotation
+    assert choose_probe([]) is None
+    with pytest.raises(ValueError):
+        choose_probe([p.to_dict() for p in get_spec("stylize").params], name="nope")
+
+
+def test_change_threshold_stands_above_idle_motion():
+    assert change_threshold([]) == 3.0
+    assert change_threshold([1.0, 2.0, 8.0]) == pytest.approx(12.0)
+
+
+def test_models_url_is_derived_from_the_live_url():
+    assert models_url("ws://h:8000/v1/live") == "http://h:8000/v1/models"
+    assert models_url("wss://api.example.com/v1/live?x=1") == "https://api.example.com/v1/models"
+
+
+def test_clip_tier_is_fast_batch_with_the_whole_clip_as_its_first_frame():
+    ev = audit_clip("dreamfield", width=64, height=64, fps=30, frames=12, sessions=1)
+    assert ev.tier == "fast-batch", ev.reasons
+    assert ev.ttff_ms == ev.complete_ms and ev.ttff_ms > 0
+    assert ev.mid_run_control is False and ev.server_reported["frames_per_clip"] == 12
+    assert ev.server_reported["render_ms"] <= ev.ttff_ms
