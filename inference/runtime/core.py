@@ -200,6 +200,12 @@ class DeviceCore:
                     s.metrics.count("moderation_overruns")
                     self.metrics.moderation_overruns += 1
             if replaced is not None:
+                if (not isinstance(replaced, np.ndarray) or replaced.dtype != np.uint8
+                        or replaced.shape != pixels.shape):
+                    s.metrics.count("dropped_outputs")
+                    self._error(s, "server_error", f"frame {f.frame_index} withheld: moderation returned "
+                                                   f"a replacement that is not a {pixels.shape} uint8 array")
+                    return
                 pixels = replaced
         t0 = self.clock.now()
         jpeg = codec.encode_jpeg(pixels, self.jpeg_quality)

@@ -398,9 +398,12 @@ def test_moderation_hook_replaces_frames_and_overruns_are_counted(clock, engines
     rt.stop()
 
 
-def test_failing_moderation_hook_withholds_the_frame(clock, engines):
+@pytest.mark.parametrize("verdict", ["raise", "bad replacement"])
+def test_failing_moderation_hook_withholds_the_frame(clock, engines, verdict):
     def hook(session_id: str, index: int, frame: np.ndarray):
-        raise RuntimeError("classifier down")
+        if verdict == "raise":
+            raise RuntimeError("classifier down")
+        return np.zeros((2, 2), np.float32)
 
     rt = DeviceRuntime(clock=clock, moderation_hook=hook)
     e = engines(clock, kind="text-to-video")
