@@ -205,7 +205,7 @@ def _render(clip: Clip, pool, lease, share: float) -> Outcome:
     stored = ""
     source = None
     try:
-        batch = batch_size(int(setting("CLIP_BATCH_FRAMES", 16)), get_spec(clip.model).chunk_frames)
+        batch = batch_size(int(setting("CLIP_BATCH_FRAMES", 8)), get_spec(clip.model).chunk_frames)
         inputs = None
         if clip.input_name:
             # Decoded lazily, batch by batch, while rendering: memory does not grow with the clip.
