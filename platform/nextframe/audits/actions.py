@@ -239,18 +239,26 @@ def request_audit(model_id: str, source: str = "on_demand", with_clip: bool = Tr
     return run
 
 
+def queue_startup_audits() -> list[str]:
+    """Queue audits of every model whose evidence is missing or stale; returns their ids."""
+    from inference.engines import list_specs
+
+    queued = []
+    for spec in list_specs():
+        if needs_audit(spec.id):
+            request_audit(spec.id, source="startup")
+            queued.append(spec.id)
+    return queued
+
+
 def start_startup_audits(delay_s: float | None = None) -> threading.Thread:
-    """After `delay_s`, queue audits of every model whose evidence is missing or stale."""
+    """After `delay_s` (the server is up by then), queue_startup_audits() in a background thread."""
     delay = float(setting("NEXTFRAME_AUDIT_STARTUP_DELAY_S", 10.0)) if delay_s is None else delay_s
 
     def later() -> None:
         threading.Event().wait(delay)
         try:
-            from inference.engines import list_specs
-
-            for spec in list_specs():
-                if needs_audit(spec.id):
-                    request_audit(spec.id, source="startup")
+            queue_startup_audits()
         except Exception:
             log.exception("start-up audits could not be queued")
         finally:

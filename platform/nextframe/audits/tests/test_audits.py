@@ -1,0 +1,177 @@
+"""Measured tiers on this deployment: recording audits, staleness, and what GET /v1/models shows."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from inference.audit.reference_engines import LATE_ENGINE_ID, LateControlEngine
+from inference.audit.simulated import SimulatedRuntimeTransport
+from inference.engines import register_engine, unregister_engine
+from nextframe.audits import actions
+from nextframe.audits.models import AuditRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def liar():
+    register_engine(LateControlEngine(delay_frames=3))
+    yield LATE_ENGINE_ID
+    unregister_engine(LATE_ENGINE_ID)
+
+
+class InlineWorker:
+    """Runs a queued audit at once, on the real frame loop with a fake clock (deterministic)."""
+
+    def submit(self, run_id: int, with_clip: bool) -> None:
+        run = AuditRun.objects.get(pk=run_id)
+        actions.run_audit(run.model_id, run.source, run=run, transport=SimulatedRuntimeTransport())
+
+
+@pytest.fixture
+def small_audits(monkeypatch, settings):
+    settings.NEXTFRAME_AUDIT_SIZE = "64x64"
+    settings.NEXTFRAME_AUDIT_SESSIONS = 2
+    monkeypatch.setattr(actions, "_worker", InlineWorker())
+
+
+def evidence(model: str, tier: str, declared: str, **kw) -> dict:
+    ev = {"model": model, "tier": tier, "declared_tier": declared, "ttff_ms": 12.5, "fps_sustained": 29.8,
+          "control_lag_frames": 0.0, "measured_at": timezone.now().isoformat()}
+    ev.update(kw)
+    return ev
+
+
+def models_by_id(client) -> dict:
+    response = client.get("/v1/models")
+    assert response.status_code == 200
+    return {m["id"]: m for m in response.json()["data"]}
+
+
+def test_no_audit_means_no_evidence_and_the_declared_tier(api_key, client_for):
+    assert actions.latest_evidence("dreamfield") is None
+    model = models_by_id(client_for(api_key))["dreamfield"]
+    assert model["tier"] == "interactive" and model["tier_source"] == "declared" and model["evidence"] is None
+
+
+def test_latest_successful_audit_is_the_evidence():
+    actions.record(evidence("stylize", "streaming", "interactive"), source="cli")
+    newer = actions.record(evidence("stylize", "interactive", "interactive", ttff_ms=9.0), source="startup")
+    AuditRun.objects.create(model_id="stylize", source="on_demand", status="failed", error="boom")
+    ev = actions.latest_evidence("stylize")
+    assert ev["tier"] == "interactive" and ev["ttff_ms"] == 9.0 and ev["audit_id"] == newer.pk
+    assert ev["stale"] is False and ev["disagrees"] is False and ev["source"] == "startup"
+
+
+def test_old_evidence_and_evidence_of_other_code_are_marked_stale(settings):
+    run = actions.record(evidence("dreamfield", "interactive", "interactive"), source="cli")
+    assert actions.latest_evidence("dreamfield")["stale"] is False
+    AuditRun.objects.filter(pk=run.pk).update(measured_at=timezone.now() - timedelta(days=2))
+    ev = actions.latest_evidence("dreamfield")
+    assert ev["stale"] is True and "older than" in ev["stale_reason"]
+    settings.NEXTFRAME_AUDIT_STALE_AFTER_S = 3 * 86400
+    assert actions.latest_evidence("dreamfield")["stale"] is False
+    AuditRun.objects.filter(pk=run.pk).update(code_version="0123456789abcdef")
+    ev = actions.latest_evidence("dreamfield")
+    assert ev["stale"] is True and ev["stale_reason"] == "measured on other engine code"
+    assert actions.needs_audit("dreamfield") is True
+
+
+def test_models_show_the_measured_tier_and_the_disagreement(api_key, client_for):
+    actions.record(evidence("dreamfield", "streaming", "interactive", control_lag_frames=3.0), source="cli")
+    actions.record(evidence("dreamfield", "fast-batch", "fast-batch", transport="clip", complete_ms=80.0),
+                   source="cli", kind="clip")
+    model = models_by_id(client_for(api_key))["dreamfield"]
+    assert model["tier"] == "streaming" and model["declared_tier"] == "interactive"
+    assert model["tier_source"] == "measured" and model["tier_disagreement"] is True
+    assert model["evidence"]["control_lag_frames"] == 3.0 and model["evidence"]["disagrees"] is True
+    assert model["evidence"]["clip"]["tier"] == "fast-batch"
+
+
+def test_on_demand_audit_of_a_lying_engine_shows_what_it_does(api_key, client_for, liar, small_audits):
+    client = client_for(api_key)
+    response = client.post(f"/v1/models/{liar}/audit")
+    assert response.status_code == 202, response.content
+    run = response.json()
+    detail = client.get(f"/v1/audits/{run['id']}").json()
+    assert detail["status"] == "succeeded", detail
+    assert detail["evidence"]["control_lag_frames_pixels"] == 3
+    model = models_by_id(client)[liar]
+    assert model["declared_tier"] == "interactive"
+    assert model["tier"] == "streaming" and model["tier_disagreement"] is True
+    assert model["evidence"]["stale"] is False and model["evidence"]["source"] == "on_demand"
+
+
+def test_on_demand_audit_of_an_unknown_model_is_404_and_needs_a_key(api_key, client_for):
+    assert client_for(api_key).post("/v1/models/nope/audit").status_code == 404
+    assert client_for(None).post("/v1/models/dreamfield/audit").status_code == 401
+    assert AuditRun.objects.count() == 0
+
+
+def test_a_full_queue_refuses_with_429(api_key, client_for, monkeypatch):
+    def full(run_id, with_clip):
+        raise actions.AuditUnavailable("16 audits are already queued")
+
+    monkeypatch.setattr(actions._worker, "submit", full)
+    response = client_for(api_key).post("/v1/models/dreamfield/audit")
+    assert response.status_code == 429 and response["Retry-After"]
+    assert AuditRun.objects.get().status == "failed"
+
+
+def test_startup_audits_only_what_is_missing_or_stale(small_audits, monkeypatch):
+    actions.record(evidence("identity", "interactive", "interactive"), source="startup")
+    queued = []
+    monkeypatch.setattr(actions, "request_audit", lambda model_id, source: queued.append((model_id, source)))
+    assert "identity" not in actions.queue_startup_audits()
+    assert ("identity", "startup") not in queued
+    assert {m for m, _ in queued} >= {"dreamfield", "dreamfield-chunked", "stylize"}
+
+
+@pytest.fixture
+def fresh_host():
+    """The CLI's in-process audit runs on this process's LiveHost runtimes: stop them afterwards."""
+    from nextframe.live.host import reset_host
+
+    reset_host()
+    yield
+    reset_host()
+
+
+def test_cli_audits_in_process_and_records_the_run(capsys, fresh_host):
+    from nextframe.audits.cli import main
+
+    code = main(["--model", "dreamfield-chunked", "--json", "--sessions", "2", "--controls", "4",
+                 "--expect", "streaming"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["tier"] == "streaming" and out["control_lag_frames_pixels"] > 1
+    run = AuditRun.objects.get(model_id="dreamfield-chunked")
+    assert run.source == "cli" and run.tier == "streaming"
+
+
+def test_cli_clip_tier_is_fast_batch(capsys):
+    from nextframe.audits.cli import main
+
+    assert main(["--model", "stylize", "--clip", "--json", "--sessions", "2", "--no-record"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tier"] == "fast-batch" and out["ttff_ms"] == out["complete_ms"]
+
+
+def test_cli_bad_usage_exits_2(capsys):
+    from nextframe.audits.cli import main
+
+    assert main(["--model", "nope", "--no-record"]) == 2
+    assert main(["--model", "dreamfield", "--size", "big"]) == 2
