@@ -27,6 +27,7 @@ from ..codec import decode_jpeg, encode_jpeg
 from ..engines import get_engine
 from ..engines.base import StepInput
 from ..runtime import DeviceRuntime, OutputFrame, SessionConfig
+from ..runtime.device import default_torch_threads
 
 SESSION_COUNTS = (1, 4, 8)
 FPS = 30.0
@@ -91,10 +92,11 @@ class _Counter:
         return True
 
 
-def run_loop(engine_id: str, size: int, sessions: int, seconds: float, warmup: float) -> dict[str, Any]:
+def run_loop(engine_id: str, size: int, sessions: int, seconds: float, warmup: float,
+             torch_threads: int) -> dict[str, Any]:
     """Open `sessions` sessions at 30 FPS on one runtime; feed inputs at 30 FPS for video-to-video."""
     counters = [_Counter() for _ in range(sessions)]
-    with DeviceRuntime(device_id="bench") as rt:
+    with DeviceRuntime(device_id="bench", torch_threads=torch_threads) as rt:
         hs = [rt.open_session(SessionConfig(engine_id, width=size, height=size, fps=FPS, prompt=f"s{i}", seed=i),
                               counters[i]) for i in range(sessions)]
         stop = threading.Event()
@@ -142,13 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke check of the numbers)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ap.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch intra-op threads for baselines and runtime (default: the runtime's default)")
     args = ap.parse_args(argv)
     secs, warm, base_s = (1.5, 0.5, 0.5) if args.quick else (8.0, 1.5, 2.0)
     import torch
 
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+    # The baselines run with the same intra-op thread count as the runtime's worker.
+    threads = args.torch_threads or default_torch_threads()
+    torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
 
     print(f"# frame loop benchmark: torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     for engine_id, size, base in (("identity", 512, codec512["decode_encode_ms_p50"]),
                                   ("dreamfield", 256, dream256["step_encode_ms_p50"])):
         for n in SESSION_COUNTS:
-            r = run_loop(engine_id, size, n, secs, warm)
+            r = run_loop(engine_id, size, n, secs, warm, threads)
             r["baseline_ms_p50"] = round(base, 3)
             r["ratio_p50"] = round(r["latency_ms_p50"] / base, 2)
             r["ratio_p99"] = round(r["latency_ms_p99"] / base, 2)

@@ -9,6 +9,7 @@ slowest stage. When the post queue is full the worker waits: backpressure, never
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def default_torch_threads() -> int:
+    """Intra-op threads for engine steps: all cores but one, which the decode/encode stages use.
+
+    Measured on the 2-core CPU (docs/frame-loop.md): with two OpenMP threads the step fights the
+    JPEG stages and any other process for both cores and its spin-waits burn ~8x the CPU per frame;
+    with one, the stages really run side by side. torch's setting is process-wide.
+    """
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class SessionHandle:
@@ -93,8 +104,11 @@ class DeviceRuntime:
     def __init__(self, device_id: str = "cpu:0", clock: Clock | None = None,
                  moderation_hook: ModerationHook | None = None, moderation_budget_ms: float = 5.0,
                  max_batch: int = 8, decode_workers: int = 2, post_queue_size: int = 16,
-                 jpeg_quality: int = 85, max_frame_bytes: int = codec.MAX_FRAME_BYTES) -> None:
+                 jpeg_quality: int = 85, max_frame_bytes: int = codec.MAX_FRAME_BYTES,
+                 torch_threads: int | None = None) -> None:
         self.device_id = device_id
+        # None: leave one core to the decode/encode stages (see default_torch_threads); 0: leave torch alone.
+        self.torch_threads = default_torch_threads() if torch_threads is None else torch_threads
         self.clock: Clock = clock or MonotonicClock()
         self.core = DeviceCore(device_id, self.clock, moderation_hook, moderation_budget_ms, max_batch,
                                jpeg_quality, max_frame_bytes)
@@ -194,6 +208,11 @@ class DeviceRuntime:
 
     def _worker(self) -> None:
         core = self.core
+        if self.torch_threads > 0:
+            import torch
+
+            # Set from this thread: with OpenMP the thread count is also a per-thread setting.
+            torch.set_num_threads(self.torch_threads)
         while not self._stopping.is_set():
             self._wake.clear()
             try:
