@@ -1,0 +1,155 @@
+"""The benchmark suite: one command, every comparison measured side by side in the same run.
+
+    python -m inference.bench.suite [--quick] [--json PATH] [--size 128] [--engine stylize]
+
+1. round trip: identity through a real daphne server (`nextframe up`) vs a raw `websockets` echo of
+   the same bytes (both separate processes, interleaved blocks) -> overhead ratio at p50 and p99;
+2. capacity curve: concurrent 30 FPS video-to-video sessions (1, 2, 4, ...) until misses (inputs
+   without output + outputs later than one frame period) pass 1%;
+3. overload at 2x that capacity: p99 latency in the second half vs the first (bounded = no
+   backlog), inputs dropped (latest-wins) counted by the client and by the server;
+4. clip tier vs live throughput of the same engine: a clip rendered + H.264-encoded in process
+   (inference.bench.clip_vs_live) vs the frames/s the live path delivered at capacity.
+The server runs with admission capacity raised (NEXTFRAME_CPU_CAPACITY) so that the frame loop,
+not the pool's calibrated estimate, is what the curve finds; the pool's estimate is printed beside.
+Prints a table and writes JSON (with the machine's description). docs/benchmarks.md has results.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Any
+
+from .suite_live import round_trips, run_sessions
+from .suite_server import bench_key, start_echo, start_server, stop
+
+RAMP = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    mem = None
+    try:
+        with open("/proc/meminfo") as fh:
+            mem = round(int(fh.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gib": mem, "gpu": torch.cuda.is_available(),
+            "python": platform.python_version(), "torch": torch.__version__, "os": platform.platform(),
+            "load_average_start": round(os.getloadavg()[0], 2)}
+
+
+def capacity_curve(url: str, key: str, engine: str, size: int, seconds: float, max_sessions: int) -> tuple[int, list[dict]]:
+    curve: list[dict] = []
+    capacity = 0
+    for n in RAMP:
+        if n > max_sessions:
+            break
+        point = asyncio.run(run_sessions(url, key, engine, n, size, 30.0, seconds))
+        curve.append(point)
+        print(f"  {n:>3} sessions: miss {point['miss_rate']:.2%}  delivered {point['delivered_fps']:>6.1f} fps  "
+              f"p99 {point['latency_ms']['p99']} ms", flush=True)
+        if point["miss_rate"] is None or point["miss_rate"] > 0.01 or point["refused"]:
+            break
+        capacity = n
+    return capacity, curve
+
+
+def pool_estimate(engine: str, size: int) -> float:
+    from inference.engines import get_spec
+
+    share = get_spec(engine).cost(size, size, 30.0).compute_share
+    return round(1.0 / share, 1) if share else float("inf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="shorter runs (about a minute)")
+    ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    ap.add_argument("--size", type=int, default=128, help="square frame side (default 128)")
+    ap.add_argument("--engine", default="stylize", help="video-to-video engine for capacity (default stylize)")
+    ap.add_argument("--max-sessions", type=int, default=64)
+    args = ap.parse_args(argv)
+    rt_frames, seconds = (100, 2.0) if args.quick else (400, 5.0)
+    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "size": args.size, "engine": args.engine,
+                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    print(f"# NextFrame benchmark suite: {results['machine']['cpus']} CPUs ({results['machine']['cpu']}), "
+          f"GPU {'yes' if results['machine']['gpu'] else 'no'}, load average {results['machine']['load_average_start']}",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="nextframe-bench-") as tmp:
+        server = start_server(os.path.join(tmp, "data"), {
+            "NEXTFRAME_AUDIT_ON_STARTUP": "0", "NEXTFRAME_CPU_CAPACITY": str(args.max_sessions),
+            "NEXTFRAME_LIVE_IDLE_TIMEOUT_S": "60"})
+        echo_proc, echo_url = start_echo()
+        try:
+            key = bench_key(server, args.max_sessions * 2 + 4)
+            print("1. round trip (identity via daphne vs raw echo)", flush=True)
+            rt = asyncio.run(round_trips(server.ws, key, echo_url, args.size, rt_frames))
+            results["round_trip"] = rt
+            print("2. capacity curve", flush=True)
+            capacity, curve = capacity_curve(server.ws, key, args.engine, args.size, seconds, args.max_sessions)
+            results["capacity"] = {"engine": args.engine, "fps": 30, "sessions": capacity, "curve": curve,
+                                   "pool_estimate_sessions": pool_estimate(args.engine, args.size)}
+            over_n = max(2, 2 * capacity)
+            print(f"3. overload: {over_n} sessions (2x capacity)", flush=True)
+            over = asyncio.run(run_sessions(server.ws, key, args.engine, over_n, args.size, 30.0, seconds * 1.5))
+            first, second = over["latency_p99_first_half_ms"], over["latency_p99_second_half_ms"]
+            # Bounded: the tail does not grow while the overload lasts (a backlog would grow it linearly).
+            over["bounded"] = bool(first is not None and second is not None and second <= 1.5 * first + 33.4)
+            results["overload"] = over
+        finally:
+            stop(echo_proc)
+            server.stop()
+    print("4. clip tier vs live (same engine, same size, in process)", flush=True)
+    from .clip_vs_live import clip_tier, live_session
+
+    clip = clip_tier(args.engine, args.size, 30, 60 if args.quick else 240, 16)
+    single = live_session(args.engine, args.size, 1.5 if args.quick else 5.0, 0.5)
+    at_capacity = next((pt["delivered_fps"] for pt in results["capacity"]["curve"] if pt["sessions"] == capacity), None)
+    results["clip_vs_live"] = {"clip": clip, "live_single_session": single, "live_at_capacity_fps": at_capacity,
+                               "clip_over_live_capacity": round(clip["fps"] / at_capacity, 2) if at_capacity else None}
+    results["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def table(r: dict[str, Any]) -> str:
+    rt, cap, over, cl = r["round_trip"], r["capacity"], r["overload"], r["clip_vs_live"]
+    rows = [
+        ("round trip p50 (platform / echo)", f"{rt['platform_ms']['p50']} / {rt['echo_ms']['p50']} ms",
+         f"x{rt['overhead_ratio']['p50']}"),
+        ("round trip p99 (platform / echo)", f"{rt['platform_ms']['p99']} / {rt['echo_ms']['p99']} ms",
+         f"x{rt['overhead_ratio']['p99']}"),
+        (f"capacity ({cap['engine']} {r['size']}px @30)", f"{cap['sessions']} sessions (miss <= 1%)",
+         f"pool estimate {cap['pool_estimate_sessions']}"),
+        (f"overload ({over['sessions']} sessions)", f"p99 {over['latency_p99_first_half_ms']} -> "
+         f"{over['latency_p99_second_half_ms']} ms", "bounded" if over["bounded"] else "GROWING"),
+        ("overload drops", f"{over['inputs_dropped']} of {over['inputs_sent']} inputs (client); "
+         f"server dropped_inputs {over['server_dropped_inputs']}", f"miss {over['miss_rate']:.1%}"),
+        ("clip tier vs live", f"clip {cl['clip']['fps']} fps; live {cl['live_at_capacity_fps']} fps at capacity, "
+         f"{cl['live_single_session']['fps']} one session", f"x{cl['clip_over_live_capacity']}"),
+    ]
+    w0 = max(len(a) for a, _, _ in rows)
+    w1 = max(len(b) for _, b, _ in rows)
+    return "\n".join(f"{a.ljust(w0)}  {b.ljust(w1)}  {c}" for a, b, c in rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
