@@ -160,9 +160,14 @@ def run_clip(clip_id, host: str | None = None, pid: int | None = None) -> Outcom
         delay = float(getattr(exc, "retry_after_s", setting("CLIP_RETRY_DELAY_S", 5.0)))
         return _requeue(clip, delay, "capacity_unavailable", preempted=True)
     try:
-        return _render(clip, pool, lease, share)
+        outcome = _render(clip, pool, lease, share)
     finally:
         pool.release(lease)
+    if outcome.action == "done" and clip.input_name:
+        # A finished job needs its upload no more: storage holds only what can still be used.
+        files.delete(clip.input_name)
+        Clip.objects.filter(pk=clip.pk).update(input_name="")
+    return outcome
 
 
 def _cost(clip: Clip) -> tuple[float, int]:

@@ -169,7 +169,9 @@ def test_video_to_video_clip_from_an_upload(client_for, api_key, pool, make_mp4,
                                                         fps=12, frames=6), format="multipart")
     assert response.status_code == 202, response.content
     clip_id = response.json()["id"]
+    assert len(list(media.rglob("input*"))) == 1
     assert run_clip(clip_id).status == "succeeded"
+    assert list(media.rglob("input*")) == []  # the upload is removed once the job has finished
     path = tmp_path / "out.mp4"
     path.write_bytes(b"".join(client.get(f"/v1/clips/{clip_id}/video").streaming_content))
     assert probe_mp4(path)["frames"] == 6
@@ -178,8 +180,9 @@ def test_video_to_video_clip_from_an_upload(client_for, api_key, pool, make_mp4,
     response = client.post("/v1/clips", data={"request": request_part, "video": SimpleUploadedFile(
         "in.mp4", make_mp4(4), content_type="video/mp4")}, format="multipart")
     assert response.status_code == 202, response.content
-    client.delete(f"/v1/clips/{response.json()['id']}")  # cancelling removes its stored input
     assert len(list(media.rglob("input*"))) == 1
+    client.delete(f"/v1/clips/{response.json()['id']}")  # cancelling removes its stored input
+    assert list(media.rglob("input*")) == []
 
 
 @pytest.mark.parametrize("video, fields, code", [
