@@ -166,10 +166,14 @@ class _Driver:
         self.input_seq += 1
         return seq
 
-    async def step(self) -> None:
+    async def step(self, control: Any = None) -> None:
         """One tick: text-to-video waits for the next frame; video-to-video sends the next input
-        at its slot and takes whatever output arrived meanwhile."""
+        at its slot and takes whatever output arrived meanwhile. A `control` value goes out first:
+        right after the newest frame (text-to-video) or right before the next input (video-to-video),
+        so its measured lag holds no waiting of the audit's own."""
         if not self.v2v:
+            if control is not None:
+                await self.send_control(control)
             self._took(self.run.take(await _next(self.sess, self.plan, self.run.phase)))
             return
         while True:
@@ -181,6 +185,8 @@ class _Driver:
                 self._took(self.run.take(f))
         if self.input_seq - self._outputs_for_inputs() > 3 * self.plan.fps:
             raise AuditError("no_frames", "the model stopped answering input frames")
+        if control is not None:
+            await self.send_control(control)
         await self._send_input()
         self.next_slot = max(self.next_slot + 1.0 / self.plan.fps, self.t.now() - 1.0 / self.plan.fps)
 
@@ -223,11 +229,12 @@ class _Driver:
             values.append(probe.default)  # end at the default: the restart comparison needs it
         since_last = plan.control_every
         while values:
+            control = None
             if since_last >= plan.control_every:
-                await self.send_control(values.pop(0))
+                control = values.pop(0)
                 since_last = 0
             before = len(run.seen)
-            await self.step()
+            await self.step(control)
             since_last += 1 if self.v2v else len(run.seen) - before
         run.phase = "settle"
         while not all(run.resolved(c) for c in run.controls):
