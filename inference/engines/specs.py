@@ -1,8 +1,8 @@
 """Specs of the built-in engines, kept free of torch so the web side can list models cheaply.
 
 Cost calibration (2-core CPU device of capacity 1.0): compute share = coefficient x Mpixel/s, with
-the coefficients anchored at identity 512x512@30 ~ 0.05 and dreamfield 256x256@30 ~ 0.2; the
-measured per-frame costs behind them are in docs/engines.md.
+the coefficients anchored at measured step times: identity 512x512@30 ~ 0.05 (its JPEG work),
+dreamfield 256x256@30 ~ 0.3, stylize 256x256@30 ~ 0.25; see docs/engines.md.
 """
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ _DREAM_COMMON = dict(
     kind="text-to-video", default_width=256, default_height=256, max_width=512, max_height=512,
     default_fps=30.0, max_fps=60.0, params=_DREAM_PARAMS,
     persistent_state="animation time and the latent trajectory (current latent easing toward the prompt's target)",
-    compute_share_per_mpix_per_s=0.2 / 1.966,  # 256*256*30 = 1.966 Mpix/s -> 0.2
+    # 256*256*30 = 1.966 Mpix/s -> 0.3: a frame takes ~10 ms of the worker's one intra-op thread, so
+    # the step stage saturates near 3 sessions at 30 FPS (docs/frame-loop.md); 0.2 would admit 5.
+    compute_share_per_mpix_per_s=0.3 / 1.966,
     base_memory_bytes=2 << 20, memory_bytes_per_pixel=(3 + 2 * DREAM_HIDDEN) * 4,
 )
 
