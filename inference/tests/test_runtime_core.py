@@ -425,3 +425,52 @@ def test_no_callback_after_close(rt, clock, engines):
     clock.advance(1.0)
     assert rt.core.run_once() == 0
     assert len(sink.frames) == 1 and rt.session_count() == 0
+
+
+# -- the built-in engines through the loop ----------------------------------------------------------------
+def _gradient_jpeg(shift: int) -> bytes:
+    yy, xx = np.mgrid[0:64, 0:64]
+    return encode_jpeg(np.stack([(xx * 4 + shift) % 256, yy * 4, (xx + yy) * 2], -1).astype(np.uint8), quality=95)
+
+
+@pytest.mark.parametrize("engine_id,change", [
+    ("dreamfield", {"params": {"zoom": 3.0}}),
+    ("stylize", {"params": {"hue": 120.0}}),
+    ("identity", {"prompt": "ignored by identity"}),
+])
+def test_per_frame_engines_show_a_control_in_the_very_next_frame(rt, clock, engine_id, change):
+    """Twin sessions (same seed, same inputs); only one gets the control: frames equal before, differ at once."""
+    steered, plain = Sink(), Sink()
+    kw = dict(width=64, height=64, fps=10, prompt="p")
+    hs = open_(rt, engine_id, steered, **kw)
+    hp = open_(rt, engine_id, plain, **kw)
+    v2v = hs.spec.kind == "video-to-video"
+    for i in range(4):
+        if i == 2:
+            hs.apply_control(9, **change)
+        if v2v:
+            for h in (hs, hp):
+                h.submit_frame(i, i, _gradient_jpeg(i * 16))
+        rt.core.run_once()
+        clock.advance(0.1)
+    assert [f.frame_index for f in steered.frames] == [0, 1, 2, 3]
+    assert [f.control_seq for f in steered.frames] == [0, 0, 9, 9]
+    assert steered.applied == [(9, 2)] and hs.metrics().control_lag_frames == 0
+    same = [f.jpeg == g.jpeg for f, g in zip(steered.frames, plain.frames)]
+    assert same[:2] == [True, True]
+    assert same[2:] == ([True, True] if engine_id == "identity" else [False, False])
+
+
+def test_chunked_engine_shows_a_control_at_the_next_chunk(rt, clock):
+    sink = Sink()
+    h = open_(rt, "dreamfield-chunked", sink, width=64, height=64, fps=10, prompt="p")
+    for i in range(12):
+        if i == 1:
+            h.apply_control(4, params={"palette": "mono"})
+        rt.core.run_once()
+        clock.advance(0.1)
+    assert [f.frame_index for f in sink.frames] == list(range(12))
+    assert [f.control_seq for f in sink.frames] == [0] * 8 + [4] * 4
+    assert sink.applied == [(4, 8)]
+    assert h.metrics().control_lag_frames == 7  # arrived before frame 1 went out, but 1..7 were rendered
+    assert h.metrics().deadline_misses == 0
