@@ -150,7 +150,8 @@ class Session:
                 self.next_release += self.period * self.chunk
             else:
                 inp, self._decoded = self._decoded, None
-                assert inp is not None, "take_work on a video-to-video session without input"
+                if inp is None:
+                    raise RuntimeError("take_work on a video-to-video session without input (not ready)")
                 release, deadline = inp.received_at, inp.received_at + self.period
             step_input = StepInput(state=self.state, frame=None if inp is None else inp.pixels,
                                    prompt=self.prompt, params=dict(self.params),

@@ -1,7 +1,7 @@
 """Plain dataclasses passed between the frame loop's parts (one place for the messages, vLLM-style)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -86,4 +86,3 @@ class Callbacks:
     on_output: Callable[[OutputFrame], bool]
     on_control_applied: Callable[[int, int], None] | None = None
     on_error: Callable[[str, str], None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
