@@ -134,7 +134,7 @@ class StylizeEngine(Engine):
 
     def _blend(self, state: StylizeState, f: torch.Tensor, smoothing: float) -> torch.Tensor:
         if state.features is None or state.features.shape != f.shape:
-            state.features = f
+            state.features = f.clone()  # not a view: it would keep the whole batch's features alive
         else:
             state.features = torch.lerp(f, state.features, smoothing)
         state.frames += 1
