@@ -305,11 +305,15 @@ def stale_jobs(host: str | None = None) -> list:
     host = host or socket.gethostname()
     out = []
     for clip in Clip.objects.filter(status__in=Clip.ACTIVE).only(
-            "id", "status", "heartbeat_at", "claim_host", "claim_pid", "enqueued_at", "not_before"):
+            "id", "status", "heartbeat_at", "claim_host", "claim_pid", "enqueued_at", "not_before", "started_at"):
+        # One recovery message per stale period: a message sent recently is probably on its way
+        # (a worker waits up to worker_lost_wait before it lets go of a dead child's job).
+        sent_recently = clip.enqueued_at is not None and (now - clip.enqueued_at).total_seconds() < stale_after_s
         if clip.status == S.RUNNING:
-            if owner_is_dead(clip, now, stale_after_s, host):
+            # Nothing was sent since the dead attempt started: its message died with it.
+            sent_since_start = sent_recently and clip.started_at is not None and clip.enqueued_at > clip.started_at
+            if owner_is_dead(clip, now, stale_after_s, host) and not sent_since_start:
                 out.append(clip.pk)
-        elif (clip.not_before is None or clip.not_before <= now) and (
-                clip.enqueued_at is None or (now - clip.enqueued_at).total_seconds() >= stale_after_s):
+        elif (clip.not_before is None or clip.not_before <= now) and not sent_recently:
             out.append(clip.pk)
     return out

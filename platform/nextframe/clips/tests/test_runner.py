@@ -223,6 +223,20 @@ def test_stale_queued_jobs_are_found_for_re_enqueueing(org, settings):
     assert runner.stale_jobs() == [lost.pk]
 
 
+def test_a_dead_attempt_is_re_enqueued_once_per_stale_period(org, settings):
+    settings.CLIP_STALE_AFTER_S = 10
+    clip = new_clip(org)
+    now = timezone.now()
+    Clip.objects.filter(pk=clip.pk).update(status="running", claim="dead", claim_host="x", claim_pid=1,
+                                           started_at=now - timedelta(seconds=60), enqueued_at=now - timedelta(seconds=61),
+                                           heartbeat_at=now - timedelta(seconds=20), attempts=1)
+    assert runner.stale_jobs() == [clip.pk]  # its message died with it: send one
+    Clip.objects.filter(pk=clip.pk).update(enqueued_at=now)
+    assert runner.stale_jobs() == []  # one is on its way
+    Clip.objects.filter(pk=clip.pk).update(enqueued_at=now - timedelta(seconds=11))
+    assert runner.stale_jobs() == [clip.pk]  # that one got lost too
+
+
 def test_the_task_re_enqueues_itself_when_told_to_wait(org, pool, enqueued):
     from nextframe.clips.tasks import render_clip
 

@@ -182,7 +182,7 @@ def query(plat: Platform, sql: str, args: tuple) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
-def test_killed_worker_the_job_finishes_exactly_once(platform, tmp_path):
+def kill_mid_job_then_check(platform, tmp_path, whole_worker: bool) -> None:
     acme, globex = platform.keys["acme"], platform.keys["globex"]
     platform.start_web()
     worker = platform.start_worker()
@@ -194,11 +194,19 @@ def test_killed_worker_the_job_finishes_exactly_once(platform, tmp_path):
     # Mid-job: the first batch is rendered and recorded, the second is held at the gate.
     wait_for(lambda: platform.clip(clip_id, acme)["progress"]["frames_done"] == 4, 60, "the first batch", [worker])
     assert platform.clip(clip_id, acme)["status"] == "running"
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait()
-
-    (tmp_path / "gate").touch()
-    platform.start_worker()
+    if whole_worker:
+        # Main process and pool child: with the filesystem broker the message dies with them.
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        (tmp_path / "gate").touch()  # whoever renders next is not held
+        platform.start_worker()
+    else:
+        # Only the pool child: the parent rejects the message (reject_on_worker_lost), it is
+        # requeued and a fresh child takes the job over from the dead one.
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        os.kill(int(children[0]), signal.SIGKILL)
+        (tmp_path / "gate").touch()
     done = wait_for(lambda: (c := platform.clip(clip_id, acme))["status"] not in {"queued", "running"} and c,
                     90, "the job to finish after the restart")
     assert done["status"] == "succeeded", done
@@ -227,3 +235,12 @@ def test_killed_worker_the_job_finishes_exactly_once(platform, tmp_path):
     assert sorted(per_pid.values()) == [4, 24], per_pid
     # One stored video: the killed attempt published nothing.
     assert len(list((tmp_path / "data" / "media").rglob("*.mp4"))) == 1
+
+
+def test_killed_worker_the_job_finishes_exactly_once(platform, tmp_path):
+    kill_mid_job_then_check(platform, tmp_path, whole_worker=True)
+
+
+@pytest.mark.parametrize("platform", ["filesystem"], indirect=True)
+def test_killed_pool_child_the_job_finishes_exactly_once(platform, tmp_path):
+    kill_mid_job_then_check(platform, tmp_path, whole_worker=False)
