@@ -232,18 +232,26 @@ class DeviceCore:
                     except Exception:
                         log.exception("on_control_applied callback of %s failed", s.session_id)
 
-    # -- the synchronous driver ---------------------------------------------------------------------
-    def run_once(self) -> int:
-        """One pass of every stage, inline: decode, due playback, one batch step, post. Returns frames posted."""
-        for s in self.sessions():
-            if s.decoding:
-                self.decode_pending(s)
+    # -- one iteration of the device worker, and the synchronous driver ---------------------------------
+    def step(self) -> tuple[bool, list[PendingFrame]]:
+        """Due playback frames plus one batch (schedule -> execute -> update).
+
+        Returns (whether a batch ran, frames for the post stage). The threaded worker calls exactly this.
+        """
         now = self.clock.now()
         frames = self.due_frames(now)
         batch = self.schedule(now)
         if batch:
             frames.extend(self.update(batch, self.execute(batch)))
             frames.extend(self.due_frames(self.clock.now()))
+        return bool(batch), frames
+
+    def run_once(self) -> int:
+        """One pass of every stage, inline: decode, step, post. Returns frames posted."""
+        for s in self.sessions():
+            if s.decoding:
+                self.decode_pending(s)
+        _, frames = self.step()
         for f in frames:
             self.post(f)
         return len(frames)

@@ -216,18 +216,13 @@ class DeviceRuntime:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                now = self.clock.now()
-                frames = core.due_frames(now)
-                batch = core.schedule(now)
-                if batch:
-                    frames.extend(core.update(batch, core.execute(batch)))
-                    frames.extend(core.due_frames(self.clock.now()))
+                ran, frames = core.step()
                 for f in frames:
                     self._put_post(f)
             except Exception:
                 log.exception("device %s worker iteration failed", self.device_id)
-                batch, frames = [], []
-            if not batch and not frames:
+                ran, frames = False, []
+            if not ran and not frames:
                 self.clock.wait(self._wake, core.next_wakeup())
 
     def _put_post(self, f: PendingFrame) -> None:
