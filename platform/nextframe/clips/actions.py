@@ -10,6 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import IO, Any
 
 from django.conf import settings
+from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
@@ -196,6 +197,28 @@ def _remove_files(clip: Clip) -> None:
     Clip.objects.filter(pk=clip.pk).update(input_name="", video_name="")
 
 
+VIDEO_TOKEN_SALT = "nextframe.clips.video"
+
+
+def video_token_ttl_s() -> int:
+    return int(getattr(settings, "CLIP_VIDEO_URL_TTL_S", 3600))
+
+
+def video_token(clip: Clip) -> str:
+    """A signed, expiring token for one clip's video (for `<video src>` and links handed to browsers,
+    which cannot send the API key). Bound to the clip and its organisation; HMAC with SECRET_KEY."""
+    return signing.dumps({"c": str(clip.pk), "o": clip.organization_id}, salt=VIDEO_TOKEN_SALT)
+
+
+def clip_for_video_token(token: str) -> Clip | None:
+    """The clip a valid, unexpired token names, or None (bad signature, expired, or clip gone)."""
+    try:
+        data = signing.loads(token, salt=VIDEO_TOKEN_SALT, max_age=video_token_ttl_s())
+    except signing.BadSignature:  # includes SignatureExpired
+        return None
+    return Clip.objects.filter(pk=data.get("c"), organization_id=data.get("o")).first()
+
+
 def _seconds(a, b) -> float | None:
     return None if a is None or b is None else round((b - a).total_seconds(), 3)
 
@@ -242,7 +265,15 @@ def describe(clip: Clip) -> dict[str, Any]:
         },
         "usage": {"gpu_seconds": str(Decimal(clip.gpu_seconds).quantize(Decimal("0.000001"))),
                   "cost": cost_of(clip), "currency": "usd", "share": clip.share},
-        "video": ({"url": f"/v1/clips/{clip.id}/video", "content_type": "video/mp4", "bytes": clip.video_bytes,
-                   "codec": clip.codec} if clip.status == S.SUCCEEDED and clip.video_name else None),
+        "video": _video(clip) if clip.status == S.SUCCEEDED and clip.video_name else None,
         "error": {"code": clip.error_code, "message": clip.error_message} if clip.error_code else None,
     }
+
+
+def _video(clip: Clip) -> dict[str, Any]:
+    from datetime import timedelta
+
+    expires = timezone.now() + timedelta(seconds=video_token_ttl_s())
+    return {"url": f"/v1/clips/{clip.id}/video", "content_type": "video/mp4", "bytes": clip.video_bytes,
+            "codec": clip.codec, "signed_url": f"/v1/clips/{clip.id}/video?token={video_token(clip)}",
+            "signed_url_expires_at": expires.isoformat()}

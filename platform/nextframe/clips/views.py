@@ -1,7 +1,9 @@
 """REST views of the clip tier (PROTOCOL.md): thin, they call `nextframe.clips.actions`.
 
 Scopes: creating and cancelling need `clips`; reading needs `read` or `clips`. Another
-organisation's clip is a 404 on every endpoint, exactly like a clip that does not exist.
+organisation's clip is a 404 on every endpoint, exactly like a clip that does not exist. The video
+is also served for a signed, expiring `?token=` (`video.signed_url`), for browsers that cannot send
+the API key.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import json
 from django.conf import settings
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, parsers, permissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,7 +22,7 @@ from nextframe.api.pagination import ListCursorPagination
 from nextframe.clips import actions, files
 from nextframe.clips.models import Clip
 from nextframe.clips.serializers import ClipCreateSerializer, ClipSerializer, ClipUploadSerializer
-from nextframe.tenancy.auth import HasApiKey
+from nextframe.tenancy.auth import ApiKeyAuthentication, DashboardSessionAuthentication, HasApiKey
 
 READ_SCOPES = ("read", "clips")
 
@@ -49,8 +51,19 @@ def _own_clip(request, clip_id) -> Clip:
 
 
 class ClipBase(APIView):
+    # API keys, and the logged-in dashboard (its session may read and create clips; CSRF enforced).
+    authentication_classes = [ApiKeyAuthentication, DashboardSessionAuthentication]
     permission_classes = [HasApiKey, ClipScope]
     required_scope = None  # ClipScope decides per method
+
+
+class KeyOrSignedToken(permissions.BasePermission):
+    """`?token=` (a signed, expiring link from the clip's `video.signed_url`) or an API key/session."""
+
+    def has_permission(self, request, view) -> bool:
+        if "token" in request.query_params:
+            return True  # the view checks the token itself and answers 403 when it is not valid
+        return HasApiKey().has_permission(request, view) and ClipScope().has_permission(request, view)
 
 
 def _request_fields(request) -> tuple[dict, object | None]:
@@ -130,10 +143,22 @@ class ClipDetailView(ClipBase):
 
 
 class ClipVideoView(ClipBase):
-    @extend_schema(responses={(200, "video/mp4"): OpenApiTypes.BINARY, 409: OpenApiResponse(description="not rendered yet")},
-                   summary="Download the H.264 MP4 (authenticated; never a public path)")
+    permission_classes = [KeyOrSignedToken]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("token", str, required=False,
+                                     description="signed, expiring token from video.signed_url (instead of a key)")],
+        responses={(200, "video/mp4"): OpenApiTypes.BINARY, 403: OpenApiResponse(description="invalid or expired token"),
+                   409: OpenApiResponse(description="not rendered yet")},
+        summary="Download the H.264 MP4 (API key, dashboard session, or a signed expiring link)")
     def get(self, request, clip_id):
-        clip = _own_clip(request, clip_id)
+        token = request.query_params.get("token")
+        if token is not None:
+            clip = actions.clip_for_video_token(token)
+            if clip is None or clip.pk != clip_id:
+                raise ApiError("the link is invalid or has expired", code="forbidden", status_code=403)
+        else:
+            clip = _own_clip(request, clip_id)
         if clip.status != Clip.Status.SUCCEEDED or not clip.video_name:
             raise ApiError(f"the clip is {clip.status}; its video exists once it has succeeded",
                            code="not_ready", status_code=409)

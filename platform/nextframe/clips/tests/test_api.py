@@ -216,3 +216,37 @@ def test_openapi_documents_the_clip_endpoints(client):
     paths = json.loads(client.get("/v1/openapi.json").content)["paths"]
     assert {"/v1/clips", "/v1/clips/{clip_id}", "/v1/clips/{clip_id}/video"} <= set(paths)
     assert "post" in paths["/v1/clips"] and "delete" in paths["/v1/clips/{clip_id}"]
+
+
+def test_signed_expiring_link_serves_the_video_without_a_key(client_for, api_key, pool, settings):
+    client = client_for(api_key)
+    first, second = create(client).json()["id"], create(client).json()["id"]
+    run_clip(first)
+    run_clip(second)
+    video = client.get(f"/v1/clips/{first}").json()["video"]
+    anonymous = client_for(None)
+    response = anonymous.get(video["signed_url"])
+    assert response.status_code == 200 and response["Content-Type"] == "video/mp4"
+    assert b"".join(response.streaming_content)[4:8] == b"ftyp"
+    token = video["signed_url"].split("token=", 1)[1]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for url in (f"/v1/clips/{first}/video?token={tampered}",   # forged
+                f"/v1/clips/{second}/video?token={token}"):    # another clip's link
+        refused = anonymous.get(url)
+        assert refused.status_code == 403 and error_of(refused) == "forbidden", url
+    settings.CLIP_VIDEO_URL_TTL_S = -1  # every link issued so far has expired
+    assert anonymous.get(video["signed_url"]).status_code == 403
+    assert anonymous.get(f"/v1/clips/{first}/video").status_code == 401  # and no token, no key: 401
+
+
+def test_the_logged_in_dashboard_can_play_its_organisations_clips(client, org, pool, django_user_model, api_key,
+                                                                 client_for):
+    from nextframe.tenancy.models import Membership
+
+    clip_id = create(client_for(api_key)).json()["id"]
+    run_clip(clip_id)
+    user = django_user_model.objects.create_user("ada", password="pw-for-tests")
+    Membership.objects.create(user=user, organization=org, role="owner")
+    assert client.login(username="ada", password="pw-for-tests")
+    assert client.get(f"/v1/clips/{clip_id}").json()["status"] == "succeeded"
+    assert client.get(f"/v1/clips/{clip_id}/video").status_code == 200
