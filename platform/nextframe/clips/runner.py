@@ -151,14 +151,17 @@ def run_clip(clip_id, host: str | None = None, pid: int | None = None) -> Outcom
     from nextframe.capacity import get_pool
     from inference.pool import CapacityUnavailable, ConcurrencyLimit
 
-    pool = get_pool()
-    share, memory = _cost(clip)
     try:
+        pool = get_pool()
+        share, memory = _cost(clip)
         lease = pool.reserve(str(clip.organization_id), f"clip-{clip.pk}", share, memory_bytes=memory,
                              priority="clip")
     except (CapacityUnavailable, ConcurrencyLimit) as exc:
         delay = float(getattr(exc, "retry_after_s", setting("CLIP_RETRY_DELAY_S", 5.0)))
         return _requeue(clip, delay, "capacity_unavailable", preempted=True)
+    except Exception as exc:  # noqa: BLE001 - pool backend unreachable, engine gone: retried, bounded
+        log.exception("clip %s could not reserve capacity", clip.pk)
+        return _retry_after_error(clip, exc)
     try:
         outcome = _render(clip, pool, lease, share)
     finally:

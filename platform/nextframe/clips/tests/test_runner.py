@@ -244,3 +244,15 @@ def test_the_task_re_enqueues_itself_when_told_to_wait(org, pool, enqueued):
     pool.reserve("o", "live", 1.0, priority="live")
     assert render_clip.run(str(clip.pk)) == "queued"
     assert len(enqueued) == 1 and enqueued[0][0] == str(clip.pk) and enqueued[0][1] >= 1
+
+
+def test_an_unreachable_pool_backend_is_a_bounded_retry_not_a_stuck_job(org, pool, monkeypatch):
+    def down(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(pool, "reserve", down)
+    clip = new_clip(org)
+    outcome = runner.run_clip(clip.pk)
+    assert outcome.action == "retry" and outcome.status == "queued"
+    clip.refresh_from_db()
+    assert (clip.status, clip.failures, clip.claim) == ("queued", 1, "")
