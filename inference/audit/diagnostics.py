@@ -239,6 +239,13 @@ class _Driver:
         run.phase = "settle"
         while not all(run.resolved(c) for c in run.controls):
             await self.step()
+        # A control the server refused (control.rejected) never shows: that is not evidence of a
+        # tier, it is a failed measurement - say so instead of concluding "no mid-run control".
+        rejected = list(getattr(self.sess, "rejected", None) or [])
+        if rejected:
+            first = rejected[0]
+            raise AuditError("control_rejected", f"the server rejected the probe control "
+                                                 f"{run.probe.param}: {first.get('code')}: {first.get('message')}")
 
     async def persistence_frames(self) -> tuple[_Seen, _Seen]:
         """The last frame before and the first frame after the end of the run (video-to-video: after a scene switch)."""

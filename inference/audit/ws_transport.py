@@ -52,7 +52,7 @@ class _WsSession:
                                                event.received_at))
                 elif event.get("type") == "metrics":
                     self.last_metrics = event
-                elif event.get("type") in ("control.rejected", "error"):
+                elif event.get("type") == "control.rejected":
                     self.rejected.append(event)
         except Exception:  # the socket ended: the audit notices missing frames by timeout
             return

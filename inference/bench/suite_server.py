@@ -5,7 +5,6 @@ is driven only through its command line and its public endpoints (no Django impo
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -143,7 +142,3 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-async def _noop() -> None:  # keeps asyncio imported for type checkers of callers
-    await asyncio.sleep(0)

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from inference.audit import AuditPlan, Evidence, audit_live, classify
+from inference.audit import AuditPlan, Evidence, audit_live
 from inference.audit.reference_engines import LATE_ENGINE_ID, LateControlEngine
 from inference.audit.simulated import SimulatedRuntimeTransport
 from inference.engines import register_engine, unregister_engine

@@ -152,9 +152,12 @@ def run_audit(model_id: str, source: str, run: AuditRun | None = None, transport
     transport = transport or DeploymentTransport()
     try:
         ev = asyncio.run(audit_live(transport, model_id, _plan()))
-    except (AuditError, EngineError, OSError, RuntimeError) as exc:
+    except (AuditError, EngineError) as exc:
         log.warning("audit of %s failed: %s", model_id, exc)
         return _fail(run, str(exc))
+    except Exception as exc:  # a background job must end in a state, never stay "running"
+        log.exception("audit of %s failed", model_id)
+        return _fail(run, f"{type(exc).__name__}: {exc}")
     ev.code_version = code_version(model_id)
     return record(ev.as_dict(), source, run=run)
 
@@ -162,15 +165,16 @@ def run_audit(model_id: str, source: str, run: AuditRun | None = None, transport
 def run_clip_audit(model_id: str, source: str) -> AuditRun:
     """Measure `model_id`'s clip tier (time to the playable file) and store it."""
     from inference.audit.clip import audit_clip
-    from inference.engines import EngineError, get_spec
+    from inference.engines import get_spec
 
     get_spec(model_id)
     run = AuditRun.objects.create(model_id=model_id, kind="clip", source=source, status="running")
     plan = _plan()
     try:
         ev = audit_clip(model_id, width=plan.width, height=plan.height, fps=30, frames=30, sessions=plan.sessions)
-    except (EngineError, OSError, RuntimeError, ValueError) as exc:
-        return _fail(run, str(exc))
+    except Exception as exc:  # a background job must end in a state, never stay "running"
+        log.exception("clip audit of %s failed", model_id)
+        return _fail(run, f"{type(exc).__name__}: {exc}")
     ev.code_version = code_version(model_id)
     return record(ev.as_dict(), source, kind="clip", run=run)
 

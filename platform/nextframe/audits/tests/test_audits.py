@@ -175,3 +175,15 @@ def test_cli_bad_usage_exits_2(capsys):
 
     assert main(["--model", "nope", "--no-record"]) == 2
     assert main(["--model", "dreamfield", "--size", "big"]) == 2
+
+
+def test_an_audit_that_cannot_measure_ends_failed_and_shows_nothing():
+    from inference.audit import AuditError
+
+    class NoCapacity(SimulatedRuntimeTransport):
+        async def open(self, *args, **kwargs):
+            raise AuditError("capacity_unavailable", "no device capacity for an audit session")
+
+    run = actions.run_audit("dreamfield", "on_demand", transport=NoCapacity())
+    assert run.status == "failed" and "capacity_unavailable" in run.error
+    assert actions.latest_evidence("dreamfield") is None
