@@ -182,3 +182,13 @@ LIVE_IDLE_TIMEOUT_S = env_float("NEXTFRAME_LIVE_IDLE_TIMEOUT_S", 30.0, minimum=1
 LIVE_MAX_DURATION_S = env_float("NEXTFRAME_LIVE_MAX_DURATION_S", 3600.0, minimum=1.0)
 LIVE_METRICS_INTERVAL_S = env_float("NEXTFRAME_LIVE_METRICS_INTERVAL_S", 1.0, minimum=0.05)
 LIVE_TEXT_RATE_PER_S = env_int("NEXTFRAME_LIVE_TEXT_RATE_PER_S", 50, minimum=1)
+
+# --- Clip tier ----------------------------------------------------------------------------------
+CLIP_BATCH_FRAMES = env_int("NEXTFRAME_CLIP_BATCH_FRAMES", 8, minimum=1)
+CLIP_STALE_AFTER_S = env_float("NEXTFRAME_CLIP_STALE_AFTER_S", 30.0, minimum=1.0)
+CLIP_SWEEP_INTERVAL_S = env_float("NEXTFRAME_CLIP_SWEEP_INTERVAL_S", 30.0, minimum=0.0)
+CLIP_MAX_ATTEMPTS = env_int("NEXTFRAME_CLIP_MAX_ATTEMPTS", 3, minimum=1)
+CLIP_RETRY_DELAY_S = env_float("NEXTFRAME_CLIP_RETRY_DELAY_S", 5.0, minimum=0.0)
+CLIP_PREEMPTED_RETRY_S = env_float("NEXTFRAME_CLIP_PREEMPTED_RETRY_S", 5.0, minimum=0.0)
+CLIP_MIN_SHARE = env_float("NEXTFRAME_CLIP_MIN_SHARE", 0.05, minimum=0.001)
+CLIP_VIDEO_URL_TTL_S = env_int("NEXTFRAME_CLIP_VIDEO_URL_TTL_S", 3600, minimum=10)
