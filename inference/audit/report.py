@@ -20,7 +20,7 @@ def format_table(ev: Evidence) -> str:
     verdict = ev.tier or "?"
     flag = "" if ev.declared_tier in (None, verdict) else f"   (declared {declared}: DISAGREES)"
     lag_frames = (f"{_num(ev.control_lag_frames_pixels, '', 1)} pixels / {_num(ev.control_lag_frames_header, '', 1)} header"
-                  if ev.controls_sent else "n/a (no steerable parameter)" if ev.complete_ms is None else "n/a (no mid-run control)")
+                  if ev.controls_sent else "n/a (no steerable parameter)")
     lag_ms = (f"{_num(ev.control_lag_ms_pixels, ' ms')} pixels / {_num(ev.control_lag_ms_header, ' ms')} header"
               if ev.controls_sent else "n/a")
     rows = [
@@ -29,19 +29,27 @@ def format_table(ev: Evidence) -> str:
         ("TTFF p50", f"{_num(ev.ttff_ms, ' ms')} over {ev.sessions} sessions {[round(x, 1) for x in ev.ttff_samples_ms]}"),
     ]
     if ev.complete_ms is not None:
-        rows.append(("time to whole output", _num(ev.complete_ms, " ms")))
-    rows += [
-        ("FPS idle / sustained", f"{_num(ev.fps_idle)} / {_num(ev.fps_sustained)}"),
-        ("control lag (frames)", lag_frames),
-        ("control lag (ms)", lag_ms),
-        ("controls landed", f"{ev.controls_landed_pixels} pixels, {ev.controls_landed_header} header of {ev.controls_sent}"
-                            + (f" (probe {ev.probe['param']})" if ev.probe else "")),
-        ("jitter", _num(ev.jitter_ms, " ms")),
-        ("deadline misses", "n/a" if ev.deadline_miss_rate is None else f"{ev.deadline_miss_rate:.1%}"),
-        ("state", f"{ev.state_persistence} (score {_num(ev.state_persistence_score, '', 2)}, "
-                  f"restart distance {_num(ev.state_memory, '', 1)})"),
-        ("measured at", ev.measured_at),
-    ]
+        # A clip: its numbers are the time to the file, its throughput and the server's timings.
+        rows += [
+            ("time to whole output", _num(ev.complete_ms, " ms")),
+            ("throughput", f"{_num(ev.fps_sustained)} frames/s of clip"),
+            ("mid-run control", "none (the clip API takes no control while rendering)"),
+            ("server reported", ", ".join(f"{k} {v}" for k, v in (ev.server_reported or {}).items())),
+            ("measured at", ev.measured_at),
+        ]
+    else:
+        rows += [
+            ("FPS idle / sustained", f"{_num(ev.fps_idle)} / {_num(ev.fps_sustained)}"),
+            ("control lag (frames)", lag_frames),
+            ("control lag (ms)", lag_ms),
+            ("controls landed", f"{ev.controls_landed_pixels} pixels, {ev.controls_landed_header} header of "
+                                f"{ev.controls_sent}" + (f" (probe {ev.probe['param']})" if ev.probe else "")),
+            ("jitter", _num(ev.jitter_ms, " ms")),
+            ("deadline misses", "n/a" if ev.deadline_miss_rate is None else f"{ev.deadline_miss_rate:.1%}"),
+            ("state", f"{ev.state_persistence} (score {_num(ev.state_persistence_score, '', 2)}, "
+                      f"restart distance {_num(ev.state_memory, '', 1)})"),
+            ("measured at", ev.measured_at),
+        ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines.append("why:")

@@ -3,6 +3,7 @@
     nextframe audit --model ID [--json]                      this deployment's code, in process
     nextframe audit --url ws://HOST/v1/live --key K --model ID [--json]   any protocol v1 endpoint
     nextframe audit --model ID --clip [--json]               the clip tier (time to the playable file)
+    nextframe audit --url ws://HOST/v1/live --key K --model ID --clip    a deployment's clip tier over REST
 
 Options: --sessions N (>= 2), --size WxH (64x64), --fps F (30), --controls N, --probe-param NAME,
 --expect TIER (exit 3 when the verdict differs), --no-record, --data-dir DIR.
@@ -108,10 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.clip and args.url:
-        print("error: --clip audits the clip tier in process; against a remote endpoint use POST /v1/clips",
-              file=sys.stderr)
-        return 2
     django_ready = not args.url and _deployment_configured(args) and _setup_django(args.data_dir)
     if not django_ready and not args.url:
         # Engines a deployment would load (NEXTFRAME_EXTRA_ENGINES) are loaded here too.
@@ -127,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     from inference.engines import EngineError, UnknownModel
 
     try:
-        if args.clip:
+        if args.clip and args.url:
+            from inference.audit.clip_rest import audit_clip_url
+
+            ev = audit_clip_url(args.url, args.key, args.model, width=width, height=height, fps=int(args.fps),
+                                sessions=args.sessions)
+        elif args.clip:
             from inference.audit.clip import audit_clip
 
             ev = audit_clip(args.model, width=width, height=height, fps=int(args.fps), sessions=args.sessions)

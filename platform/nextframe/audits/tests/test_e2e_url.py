@@ -20,9 +20,9 @@ SERVER_ENV = {"NEXTFRAME_EXTRA_ENGINES": "inference.audit.reference_engines", "N
               "NEXTFRAME_AUDIT_SIZE": "64x64", "NEXTFRAME_AUDIT_SESSIONS": "2", "OMP_NUM_THREADS": "1"}
 
 
-def audit_url(server, model: str) -> dict:
+def audit_url(server, model: str, *extra: str) -> dict:
     proc = server.cli("audit", "--url", server.ws, "--key", server.key, "--model", model, "--json",
-                      "--sessions", "2", "--controls", "5")
+                      "--sessions", "2", "--controls", "5", *extra)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -42,6 +42,10 @@ def test_url_audits_and_models_listing_on_a_real_server(tmp_path):
         failing = [r for r in dream["reasons"] if "FPS drops" in r or "land late" in r]
         assert dream["tier"] == "interactive" or (dream["tier"] == "streaming"
                                                   and all("FPS drops" in r for r in failing)), dream["reasons"]
+
+        clip = audit_url(server, "dreamfield", "--clip")  # the deployment's real clip tier, over REST
+        assert clip["transport"] == "clip-rest" and clip["tier"] == "fast-batch", clip["reasons"]
+        assert clip["ttff_ms"] >= clip["complete_ms"] and clip["mid_run_control"] is False
 
         status, run = http("POST", f"{server.base}/v1/models/dreamfield-late/audit", server.key)
         assert status == 202, run
