@@ -94,3 +94,12 @@ def test_clip_tier_is_fast_batch_with_the_whole_clip_as_its_first_frame():
     assert ev.ttff_ms == ev.complete_ms and ev.ttff_ms > 0
     assert ev.mid_run_control is False and ev.server_reported["frames_per_clip"] == 12
     assert ev.server_reported["render_ms"] <= ev.ttff_ms
+
+
+def test_table_shows_the_verdict_the_disagreement_and_why():
+    from inference.audit.report import format_table
+
+    ev = with_lag(evidence(declared_tier="interactive"), 3)
+    ev.tier, ev.reasons = classify(ev)
+    text = format_table(ev)
+    assert "streaming" in text and "declared interactive: DISAGREES" in text and "land late" in text
