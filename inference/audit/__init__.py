@@ -9,9 +9,12 @@ Pure Python + numpy (+ torch only when an in-process audit runs an engine); neve
 from __future__ import annotations
 
 from .classifier import classify
+from .clip import audit_clip
 from .diagnostics import AuditError, AuditPlan, audit_live
 from .evidence import TIERS, ControlObservation, Evidence
+from .simulated import SimulatedRuntimeTransport
 from .transport import AuditFrame, ModelInfo, RuntimeTransport, Transport
 
 __all__ = ["AuditError", "AuditFrame", "AuditPlan", "ControlObservation", "Evidence", "ModelInfo",
-           "RuntimeTransport", "TIERS", "Transport", "audit_live", "classify"]
+           "RuntimeTransport", "SimulatedRuntimeTransport", "TIERS", "Transport", "audit_clip", "audit_live",
+           "classify"]
