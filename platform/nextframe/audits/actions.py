@@ -39,6 +39,8 @@ SUMMARY_FIELDS = ("ttff_ms", "fps_idle", "fps_sustained", "control_lag_frames", 
 CLIP_SUMMARY_FIELDS = ("ttff_ms", "complete_ms", "fps_sustained", "width", "height", "fps", "reasons")
 #: Audits waiting for the background worker; more requests are refused (no unbounded queue).
 MAX_QUEUED_AUDITS = 16
+#: A queued or running audit younger than this is returned instead of queueing another.
+PENDING_AUDIT_WINDOW_S = 600
 
 
 class AuditUnavailable(Exception):
@@ -234,6 +236,13 @@ def request_audit(model_id: str, source: str = "on_demand", with_clip: bool = Tr
     from inference.engines import get_spec
 
     get_spec(model_id)
+    # One pending audit per model is enough: asking again returns it. A row left "running" by a
+    # process that died stops counting after PENDING_AUDIT_WINDOW_S.
+    recent = timezone.now() - timedelta(seconds=PENDING_AUDIT_WINDOW_S)
+    pending = (AuditRun.objects.filter(model_id=model_id, kind="live", status__in=("queued", "running"),
+                                       created_at__gte=recent).order_by("-created_at").first())
+    if pending is not None:
+        return pending
     run = AuditRun.objects.create(model_id=model_id, kind="live", source=source, status="queued")
     try:
         _worker.submit(run.pk, with_clip)

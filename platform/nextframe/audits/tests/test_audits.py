@@ -187,3 +187,14 @@ def test_an_audit_that_cannot_measure_ends_failed_and_shows_nothing():
     run = actions.run_audit("dreamfield", "on_demand", transport=NoCapacity())
     assert run.status == "failed" and "capacity_unavailable" in run.error
     assert actions.latest_evidence("dreamfield") is None
+
+
+def test_asking_again_while_an_audit_is_pending_returns_it(api_key, client_for, monkeypatch):
+    submitted = []
+    monkeypatch.setattr(actions._worker, "submit", lambda run_id, with_clip: submitted.append(run_id))
+    client = client_for(api_key)
+    first = client.post("/v1/models/stylize/audit").json()
+    again = client.post("/v1/models/stylize/audit").json()
+    assert first["id"] == again["id"] and again["status"] == "queued" and submitted == [first["id"]]
+    AuditRun.objects.filter(pk=first["id"]).update(created_at=timezone.now() - timedelta(hours=1))
+    assert client.post("/v1/models/stylize/audit").json()["id"] != first["id"]  # a dead process's row expires
