@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from .classifier import classify
 from .clip import audit_clip
-from .diagnostics import AuditError, AuditPlan, audit_live
+from .diagnostics import AuditPlan, audit_live
 from .evidence import TIERS, ControlObservation, Evidence
 from .simulated import SimulatedRuntimeTransport
-from .transport import AuditFrame, ModelInfo, RuntimeTransport, Transport
+from .transport import AuditError, AuditFrame, ModelInfo, RuntimeTransport, Transport
 
 __all__ = ["AuditError", "AuditFrame", "AuditPlan", "ControlObservation", "Evidence", "ModelInfo",
            "RuntimeTransport", "SimulatedRuntimeTransport", "TIERS", "Transport", "audit_clip", "audit_live",

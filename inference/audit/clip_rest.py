@@ -26,8 +26,8 @@ import numpy as np
 
 from . import pixels as px
 from .classifier import apply_verdict
-from .diagnostics import AuditError
 from .evidence import Evidence, p50
+from .transport import AuditError
 from .ws_transport import models_url
 
 

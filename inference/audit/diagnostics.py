@@ -21,19 +21,10 @@ import numpy as np
 from . import pixels as px
 from .classifier import apply_verdict, state_verdict
 from .evidence import ControlObservation, Evidence, p50
-from .transport import AuditFrame, AuditSession, ModelInfo, Transport
+from .transport import AuditError, AuditFrame, AuditSession, ModelInfo, Transport
 
 #: An output interval longer than this many frame periods counts as a deadline miss.
 MISS_INTERVALS = 1.5
-
-
-class AuditError(Exception):
-    """The audit could not measure (no frames, refused session ...); `.code` names the fault."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass

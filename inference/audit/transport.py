@@ -10,7 +10,6 @@ this interface, so both are measured by exactly the same code.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -19,6 +18,15 @@ from inference.protocol import NO_INPUT_SEQ
 
 #: Output frames waiting for the audit: bounded, the oldest is dropped (and counted) when full.
 MAX_QUEUED_FRAMES = 512
+
+
+class AuditError(Exception):
+    """The audit could not measure (no frames, refused session, preempted ...); `.code` names the fault."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,8 @@ class _RuntimeSession:
         return t
 
     async def next_frame(self, timeout: float) -> AuditFrame | None:
+        if self._t.lost is not None:
+            raise AuditError("preempted", f"the audit's capacity was taken back: {self._t.lost}")
         return await self._inbox.get(timeout)
 
     async def close(self) -> dict[str, Any] | None:
@@ -157,7 +167,9 @@ class RuntimeTransport:
         self._runtime = runtime
         self._owned = runtime is None
         self._seed = seed
-        self._seq = itertools.count(1)
+        #: Set (to a reason) when a session's capacity is taken back, e.g. a live session preempted
+        #: the audit's clip-priority lease: the audit stops instead of running unreserved.
+        self.lost: str | None = None
 
     def now(self) -> float:
         return time.monotonic()

@@ -103,3 +103,26 @@ def test_table_shows_the_verdict_the_disagreement_and_why():
     ev.tier, ev.reasons = classify(ev)
     text = format_table(ev)
     assert "streaming" in text and "declared interactive: DISAGREES" in text and "land late" in text
+
+
+def test_a_session_whose_capacity_was_taken_back_stops_the_audit():
+    import asyncio
+
+    from inference.audit import AuditError, RuntimeTransport
+
+    async def go() -> str:
+        transport = RuntimeTransport()
+        try:
+            sess = await transport.open("identity", 64, 64, 30.0)
+            transport.lost = "preempted by a live session"
+            try:
+                await sess.next_frame(0.1)
+            except AuditError as exc:
+                return exc.code
+            finally:
+                await sess.close()
+            return "no error"
+        finally:
+            await transport.aclose()
+
+    assert asyncio.run(go()) == "preempted"

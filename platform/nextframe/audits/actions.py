@@ -10,7 +10,8 @@
 
 Settings (read with getattr, environment variables of the same name override):
 NEXTFRAME_AUDIT_ON_STARTUP (True), NEXTFRAME_AUDIT_STALE_AFTER_S (86400),
-NEXTFRAME_AUDIT_STARTUP_DELAY_S (10), NEXTFRAME_AUDIT_SESSIONS (3), NEXTFRAME_AUDIT_SIZE ("128x128").
+NEXTFRAME_AUDIT_STARTUP_DELAY_S (10), NEXTFRAME_AUDIT_IDLE_WAIT_S (300), NEXTFRAME_AUDIT_SESSIONS (3),
+NEXTFRAME_AUDIT_SIZE ("128x128").
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -210,6 +212,8 @@ class _Worker:
                 return
             try:
                 run = AuditRun.objects.get(pk=run_id)
+                if run.source == "startup":
+                    wait_for_quiet_devices(float(setting("NEXTFRAME_AUDIT_IDLE_WAIT_S", 300.0)))
                 run_audit(run.model_id, run.source, run=run)
                 if with_clip:
                     run_clip_audit(run.model_id, run.source)
@@ -217,6 +221,28 @@ class _Worker:
                 log.exception("background audit %s failed", run_id)
             finally:
                 close_old_connections()
+
+
+def wait_for_quiet_devices(max_wait_s: float, poll_s: float = 1.0) -> bool:
+    """Wait (at most `max_wait_s`) until no live session holds a pool lease; True when quiet.
+
+    Background audits are small and preemptible, but they still take CPU: a start-up audit waits
+    for a moment without live sessions, and runs anyway after the wait (evidence must not stay stale
+    forever on a node that is never idle). On-demand audits do not wait: someone asked.
+    """
+    from nextframe.live.host import get_host
+
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        try:
+            busy = any(row.get("reserved_live", 0.0) > 0 for row in get_host().pool.usage().values())
+        except Exception:  # the pool is unreachable: the audit's own reservation will say so
+            return False
+        if not busy:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        threading.Event().wait(poll_s)
 
 
 def _lower_priority() -> None:

@@ -31,7 +31,10 @@ class DeploymentTransport(RuntimeTransport):
                                     memory_bytes=cost.memory_bytes, priority="clip")
         except (CapacityUnavailable, ConcurrencyLimit) as exc:
             raise AuditError("capacity_unavailable", f"no device capacity for an audit session: {exc}") from None
-        host.keep(res, on_lost=lambda reason: None)  # sessions are seconds long; a lost lease just ends it
+        def lost(reason: str) -> None:
+            self.lost = reason  # preempted by a live session, or expired: the audit stops
+
+        host.keep(res, on_lost=lost)
         released = False
 
         def release() -> None:

@@ -198,3 +198,23 @@ def test_asking_again_while_an_audit_is_pending_returns_it(api_key, client_for, 
     assert first["id"] == again["id"] and again["status"] == "queued" and submitted == [first["id"]]
     AuditRun.objects.filter(pk=first["id"]).update(created_at=timezone.now() - timedelta(hours=1))
     assert client.post("/v1/models/stylize/audit").json()["id"] != first["id"]  # a dead process's row expires
+
+
+def test_startup_audits_wait_for_devices_without_live_sessions(settings):
+    from inference.pool import CpuProbe, build_pool
+
+    from nextframe.capacity import set_pool
+    from nextframe.live.host import reset_host
+
+    reset_host()
+    pool = build_pool(None, probe=CpuProbe(1.0))
+    set_pool(pool)
+    try:
+        assert actions.wait_for_quiet_devices(0.0) is True
+        lease = pool.reserve("acme", "live-1", 0.2)
+        assert actions.wait_for_quiet_devices(0.0, poll_s=0.0) is False  # busy, and no time to wait
+        pool.release(lease)
+        assert actions.wait_for_quiet_devices(0.0) is True
+    finally:
+        set_pool(None)
+        reset_host()
