@@ -41,6 +41,9 @@ def http(method: str, url: str, key: str | None = None, body: dict | None = None
 def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("NEXTFRAME_", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS"))}
+    # Start-up audits would compete for the CPU with what the test measures; tests that want them
+    # pass NEXTFRAME_AUDIT_ON_STARTUP=1 in `extra`.
+    env["NEXTFRAME_AUDIT_ON_STARTUP"] = "0"
     env.update(extra, PYTHONUNBUFFERED="1")
     return env
 

@@ -16,8 +16,15 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-class TicketRequestSerializer(StrictSerializer):
-    """POST /v1/tickets takes no fields (an empty object or no body)."""
+class EmptyRequestSerializer(StrictSerializer):
+    """For POSTs that take no fields: an empty object or no body at all."""
+
+    @classmethod
+    def check(cls, request) -> None:
+        data = request.data
+        if not isinstance(data, list) and not data:  # no body: DRF gives an empty dict/QueryDict
+            data = {}
+        cls(data=data).is_valid(raise_exception=True)
 
 
 class TicketSerializer(serializers.Serializer):

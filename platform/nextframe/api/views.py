@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from nextframe.api import catalog
-from nextframe.api.serializers import TicketRequestSerializer, TicketSerializer
+from nextframe.api.serializers import EmptyRequestSerializer, TicketSerializer
 from nextframe.tenancy import actions
 from nextframe.tenancy.auth import ApiKeyAuthentication, DashboardSessionAuthentication
 
@@ -28,9 +28,9 @@ class TicketsView(APIView):
     authentication_classes = [ApiKeyAuthentication, DashboardSessionAuthentication]
     required_scope = "live"
 
-    @extend_schema(request=TicketRequestSerializer, responses={201: TicketSerializer})
+    @extend_schema(request=EmptyRequestSerializer, responses={201: TicketSerializer})
     def post(self, request):
-        TicketRequestSerializer(data=request.data if request.data else {}).is_valid(raise_exception=True)
+        EmptyRequestSerializer.check(request)
         principal = request.auth
         user = request.user if getattr(request.user, "is_authenticated", False) else None
         if principal.api_key is None:

@@ -50,15 +50,8 @@ class AuditUnavailable(Exception):
 
 
 def setting(name: str, default: Any) -> Any:
-    """A setting, overridable by an environment variable of the same name."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return getattr(settings, name, default)
-    if isinstance(default, bool):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(default, (int, float)):
-        return type(default)(raw)
-    return raw
+    """A setting (read from the environment, typed, in nextframe.settings.base)."""
+    return getattr(settings, name, default)
 
 
 def _plan():

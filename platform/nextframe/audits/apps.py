@@ -16,9 +16,7 @@ def extra_engine_modules() -> list[str]:
     """NEXTFRAME_EXTRA_ENGINES: comma-separated modules (environment, else settings) to import at start."""
     from django.conf import settings
 
-    raw = os.environ.get("NEXTFRAME_EXTRA_ENGINES")
-    if raw is None:
-        raw = getattr(settings, "NEXTFRAME_EXTRA_ENGINES", "")
+    raw = getattr(settings, "NEXTFRAME_EXTRA_ENGINES", [])
     if isinstance(raw, (list, tuple)):
         return [str(m).strip() for m in raw if str(m).strip()]
     return [m.strip() for m in str(raw).split(",") if m.strip()]

@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from nextframe.api.errors import ApiError
+from nextframe.api.serializers import EmptyRequestSerializer
 from nextframe.audits import actions
 from nextframe.audits.models import AuditRun
 
@@ -23,10 +24,11 @@ class ModelAuditView(APIView):
 
     required_scope = "read"
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=EmptyRequestSerializer, responses={202: dict})
     def post(self, request, model_id: str):
         from inference.engines import UnknownModel
 
+        EmptyRequestSerializer.check(request)
         try:
             run = actions.request_audit(model_id)
         except UnknownModel:

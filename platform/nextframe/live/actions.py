@@ -20,16 +20,12 @@ def month_start(now=None):
 
 def gpu_seconds_this_month(org: Organization) -> Decimal:
     """Live GPU-seconds plus clip GPU-seconds of the current calendar month (UTC)."""
+    from nextframe.clips.models import Clip
+
     start = month_start()
-    total = LiveSession.objects.filter(organization=org, created_at__gte=start).aggregate(s=Sum("gpu_seconds"))["s"] or Decimal(0)
-    try:
-        from nextframe.clips.models import ClipJob
-    except ImportError:
-        return total
-    field = "gpu_seconds" if any(f.name == "gpu_seconds" for f in ClipJob._meta.get_fields()) else None
-    if field:
-        total += ClipJob.objects.filter(organization=org, created_at__gte=start).aggregate(s=Sum(field))["s"] or Decimal(0)
-    return total
+    live = LiveSession.objects.filter(organization=org, created_at__gte=start).aggregate(s=Sum("gpu_seconds"))["s"]
+    clips = Clip.objects.filter(organization=org, created_at__gte=start).aggregate(s=Sum("gpu_seconds"))["s"]
+    return (live or Decimal(0)) + (clips or Decimal(0))
 
 
 def quota_remaining(org: Organization) -> Decimal | None:

@@ -192,3 +192,13 @@ CLIP_RETRY_DELAY_S = env_float("NEXTFRAME_CLIP_RETRY_DELAY_S", 5.0, minimum=0.0)
 CLIP_PREEMPTED_RETRY_S = env_float("NEXTFRAME_CLIP_PREEMPTED_RETRY_S", 5.0, minimum=0.0)
 CLIP_MIN_SHARE = env_float("NEXTFRAME_CLIP_MIN_SHARE", 0.05, minimum=0.001)
 CLIP_VIDEO_URL_TTL_S = env_int("NEXTFRAME_CLIP_VIDEO_URL_TTL_S", 3600, minimum=10)
+
+# --- Tier audits --------------------------------------------------------------------------------
+NEXTFRAME_AUDIT_ON_STARTUP = env_bool("NEXTFRAME_AUDIT_ON_STARTUP", True)
+NEXTFRAME_AUDIT_STALE_AFTER_S = env_float("NEXTFRAME_AUDIT_STALE_AFTER_S", 86400.0, minimum=1.0)
+NEXTFRAME_AUDIT_STARTUP_DELAY_S = env_float("NEXTFRAME_AUDIT_STARTUP_DELAY_S", 10.0, minimum=0.0)
+NEXTFRAME_AUDIT_IDLE_WAIT_S = env_float("NEXTFRAME_AUDIT_IDLE_WAIT_S", 300.0, minimum=0.0)
+NEXTFRAME_AUDIT_SESSIONS = env_int("NEXTFRAME_AUDIT_SESSIONS", 3, minimum=1)
+NEXTFRAME_AUDIT_SIZE = env_str("NEXTFRAME_AUDIT_SIZE", "128x128")
+# Modules imported at start-up that register extra engines (tests, private engines).
+NEXTFRAME_EXTRA_ENGINES = env_list("NEXTFRAME_EXTRA_ENGINES", [])

@@ -19,5 +19,6 @@ else:
 from nextframe.settings.base import *  # noqa: E402,F401,F403
 
 TEST_PROFILE = _profile
+NEXTFRAME_AUDIT_ON_STARTUP = False  # tests that want start-up audits turn them on themselves
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed: tests only
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
