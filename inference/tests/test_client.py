@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request
 
 from inference import client as c
+from inference import live_cli
 from inference import protocol as p
 
 KEY = "nf_test_abc_secret"
@@ -310,7 +311,7 @@ def _take(it, n: int) -> list:
 
 async def cli(argv: list[str]) -> int:
     # main() runs its own event loop (asyncio.run), so it runs in a thread beside the server's.
-    return await asyncio.to_thread(c.main, argv)
+    return await asyncio.to_thread(live_cli.main, argv)
 
 
 async def test_cli_session_with_pattern_and_controls(server: FakeServer, capsys) -> None:
@@ -365,13 +366,13 @@ async def test_cli_failures_exit_codes(server: FakeServer, capsys, argv, expecte
 
 
 def test_cli_usage_errors_return_instead_of_exiting(capsys) -> None:
-    assert c.main(["--url", "ws://x"]) == 2  # --model missing
+    assert live_cli.main(["--url", "ws://x"]) == 2  # --model missing
     assert "--model" in capsys.readouterr().err
-    assert c.main(["--help"]) == 0
+    assert live_cli.main(["--help"]) == 0
 
 
 def test_format_metrics_handles_missing_numbers() -> None:
-    line = c.format_metrics({"type": "metrics", "frames_out": 3, "fps": None, "ttff_ms": None,
+    line = live_cli.format_metrics({"type": "metrics", "frames_out": 3, "fps": None, "ttff_ms": None,
                              "latency_ms": {"p50": None, "p95": None, "p99": None}})
     assert line.startswith("frames 3 | fps - | ttff - ms | latency p50 - p95 - p99 - ms")
 
@@ -382,7 +383,7 @@ async def test_cli_ctrl_c_stops_the_session_cleanly(server: FakeServer) -> None:
     import signal
     import sys
 
-    code = ("import sys; from inference.client import main; sys.exit(main(sys.argv[1:]))")
+    code = ("import sys; from inference.live_cli import main; sys.exit(main(sys.argv[1:]))")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, "live", "--url", server.url, "--key", KEY, "--model", "identity",
         "--input", "pattern", "--fps", "30",

@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "live":
-        from inference.client import main as live_main
+        from inference.live_cli import main as live_main
 
         return live_main(argv[1:])
     if argv and argv[0] == "audit":
