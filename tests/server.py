@@ -1,26 +1,23 @@
-"""Helpers for end-to-end tests that run the real platform (`nextframe up`) in a subprocess."""
+"""Helpers for end-to-end tests that run the real platform (`nextframe up`) in a subprocess.
+
+Starting the server is shared with the benchmark suite (`inference.bench.suite_server`), which
+drives the platform the same way: through its command line and public endpoints only.
+"""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from contextlib import contextmanager
 
+from inference.bench.suite_server import Server, clean_env, start_server
 from nextframe.testing import POSTGRES_URL, REDIS_URL, need_service
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["RunningServer", "clean_env", "http", "running_server", "scaled_services"]
 
 
 def http(method: str, url: str, key: str | None = None, body: dict | None = None) -> tuple[int, dict]:
@@ -36,16 +33,6 @@ def http(method: str, url: str, key: str | None = None, body: dict | None = None
             return response.status, json.loads(raw) if raw else {}
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
-
-
-def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NEXTFRAME_", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS"))}
-    # Start-up audits would compete for the CPU with what the test measures; tests that want them
-    # pass NEXTFRAME_AUDIT_ON_STARTUP=1 in `extra`.
-    env["NEXTFRAME_AUDIT_ON_STARTUP"] = "0"
-    env.update(extra, PYTHONUNBUFFERED="1")
-    return env
 
 
 @contextmanager
@@ -67,10 +54,13 @@ def scaled_services():
 
 
 class RunningServer:
-    def __init__(self, proc: subprocess.Popen, port: int, key: str, env: dict, data_dir: str, output: list[str]):
-        self.proc, self.port, self.key, self.env, self.data_dir, self.output = proc, port, key, env, data_dir, output
-        self.base = f"http://127.0.0.1:{port}"
-        self.ws = f"ws://127.0.0.1:{port}/v1/live"
+    """A started `nextframe up` with what the tests need: its key, URLs, CLI and exit status."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.proc, self.port, self.key, self.env = server.proc, server.port, server.key, server.env
+        self.data_dir, self.output = server.data_dir, server.output
+        self.base, self.ws = server.base, server.ws
 
     def cli(self, *args: str, timeout: float = 120, dry: bool = False):
         """Run `nextframe ARGS` against this server's data dir (dry: just return the argv)."""
@@ -82,46 +72,15 @@ class RunningServer:
         return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=60)
-        time.sleep(0.2)
+        self.server.stop()
+        time.sleep(0.2)  # let the reader thread take the last lines
         return self.proc.returncode, "".join(self.output)
 
 
 @contextmanager
 def running_server(tmp_path, extra_env: dict | None = None):
     """`nextframe up` on a free port; yields a RunningServer with the printed API key."""
-    port = free_port()
-    data_dir = str(tmp_path / "data")
-    env = clean_env(**(extra_env or {}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nextframe.cli", "up", "--port", str(port), "--data-dir", data_dir],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines: list[str] = []
-    key = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.strip().startswith(("nf_live_", "nf_test_")):
-            key = line.strip()
-            break
-    if key is None:
-        proc.kill()
-        raise AssertionError("nextframe up printed no key:\n" + "".join(lines) + (proc.stdout.read() or ""))
-    server = RunningServer(proc, port, key, env, data_dir, lines)
-    # Keep reading the server's output: a full pipe would block daphne and the worker.
-    threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True).start()
-    while time.monotonic() < deadline:
-        try:
-            if http("GET", f"{server.base}/healthz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
+    server = RunningServer(start_server(str(tmp_path / "data"), extra_env or {}))
     try:
         yield server
     finally:
