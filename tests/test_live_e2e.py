@@ -76,3 +76,45 @@ def test_nextframe_live_cli_streams_metrics(tmp_path):
         assert "metrics" in kinds and "session.ended" in kinds, done.stdout
         metrics = [e for e in events if e.get("type") == "metrics"][-1]
         assert metrics["frames_out"] > 0
+
+
+def test_a_message_over_the_largest_frame_is_refused_by_daphne_and_the_server_lives_on(tmp_path):
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from inference import protocol
+    from inference.codec import MAX_FRAME_BYTES
+
+    async def oversize(server) -> tuple[bool, int | None]:
+        async with connect(server.ws, additional_headers={"Authorization": f"Bearer {server.key}"},
+                           max_size=None) as ws:
+            await ws.send(json.dumps({"type": "session.start", "model": "identity", "width": 64, "height": 64}))
+            assert json.loads(await ws.recv())["type"] == "session.ready"
+            # A frame of 1.5 MiB is within MAX_FRAME_BYTES (2 MiB), above daphne's 1 MiB default:
+            # the server must take it (an answer arrives, not a close).
+            big = pattern_jpeg() + b"\0" * (3 * 2**19)
+            await ws.send(protocol.pack_input_frame(1, 1, big))
+            answer = await asyncio.wait_for(ws.recv(), 10)
+            assert isinstance(answer, bytes) or json.loads(answer)["type"] in {"error", "metrics"}
+            await ws.send(protocol.pack_input_frame(2, 2, b"\xff\xd8" + b"\0" * (MAX_FRAME_BYTES + 1024)))
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except ConnectionClosed as closed:
+                return True, closed.rcvd.code if closed.rcvd else None
+            except TimeoutError:
+                return False, None
+
+    def pattern_jpeg() -> bytes:
+        return next(pattern_source(64, 64))
+
+    with running_server(tmp_path) as server:
+        closed, code = asyncio.run(oversize(server))
+        # daphne (autobahn) fails the connection while the message arrives, before it is buffered
+        # whole: with a 1009 "message too big" close frame, or by dropping the TCP connection.
+        assert closed and code in (1009, None)
+        result = asyncio.run(run_session(server))  # the server still serves
+        assert result["ended"]["reason"] == "client"
+        # The dropped connection still freed its reservation and recorded its session.
+        status, listing = http("GET", f"{server.base}/v1/sessions?status=active", server.key)
+        assert status == 200 and listing["data"] == []

@@ -296,3 +296,46 @@ async def test_random_connect_start_abort_cycles_leave_no_capacity_reserved(key)
     assert sum(d["reserved_live"] for d in pool.usage().values()) == 0
     counts = await database_sync_to_async(lambda: (LiveSession.objects.filter(status="active").count(), LiveSession.objects.count()))()
     assert counts[0] == 0 and counts[1] > 100
+
+
+async def test_expired_ticket_is_closed_4401(key):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from nextframe.tenancy.models import Ticket
+
+    principal = await database_sync_to_async(actions.authenticate_key)(key)
+    token, ticket = await database_sync_to_async(actions.mint_ticket)(principal)
+    await database_sync_to_async(Ticket.objects.filter(pk=ticket.pk).update)(expires_at=timezone.now() - timedelta(seconds=1))
+    comm = WebsocketCommunicator(application, f"/v1/live?ticket={token}")
+    await comm.connect()
+    assert (await comm.receive_output(5))["code"] == 4401
+
+
+async def test_used_up_quota_refuses_the_session_and_reserves_nothing(live_pool, db):
+    from nextframe.capacity import get_pool
+
+    live_pool(1.0)
+    org = await database_sync_to_async(actions.create_org)("spent", gpu_seconds_limit=0)
+    _, key = await database_sync_to_async(actions.create_key)(org)
+    comm = await connect(key)
+    await send(comm, type="session.start", model="dreamfield", width=64, height=64)
+    assert (await next_json(comm))["code"] == "quota_exceeded"
+    assert (await next_json(comm)) == {"type": "__closed__", "code": 4403}
+    assert get_pool().active_leases() == []
+
+
+async def test_quota_running_out_mid_session_ends_it_with_quota(live_pool, db, settings):
+    from decimal import Decimal
+
+    settings.LIVE_METRICS_INTERVAL_S = 0.1
+    live_pool(1.0)
+    org = await database_sync_to_async(actions.create_org)("small", gpu_seconds_limit=Decimal("0.02"))
+    _, key = await database_sync_to_async(actions.create_key)(org)
+    comm = await connect(key)
+    await start(comm, "dreamfield", width=64, height=64)
+    ended = await next_json(comm)
+    while ended["type"] != "session.ended":
+        ended = await next_json(comm)
+    assert ended["reason"] == "quota" and ended["usage"]["gpu_seconds"] >= 0.02
