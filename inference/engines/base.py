@@ -141,6 +141,9 @@ class EngineSpec:
     # Cost model: compute share grows with pixels x fps; memory is a fixed part plus per-pixel buffers.
     # Calibrated on the 2-core CPU device (capacity 1.0); see docs/engines.md.
     compute_share_per_mpix_per_s: float = 0.0
+    # Fixed device time per frame whatever its size (JPEG decode/encode, Python, the socket), as a
+    # share per frame-per-second: it dominates at small sizes, where a pixel-only model over-admits.
+    compute_share_per_fps: float = 0.0
     base_memory_bytes: int = 0
     memory_bytes_per_pixel: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -148,7 +151,7 @@ class EngineSpec:
     def cost(self, width: int, height: int, fps: float) -> Cost:
         """Memory and compute share of one session at this resolution and frame rate."""
         mpix_per_s = width * height * fps / 1e6
-        share = min(1.0, self.compute_share_per_mpix_per_s * mpix_per_s)
+        share = min(1.0, self.compute_share_per_mpix_per_s * mpix_per_s + self.compute_share_per_fps * fps)
         memory = self.base_memory_bytes + self.memory_bytes_per_pixel * width * height * self.chunk_frames
         return Cost(memory_bytes=int(memory), compute_share=round(share, 6))
 

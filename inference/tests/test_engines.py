@@ -40,13 +40,15 @@ def test_builtin_specs_are_complete_and_json_able():
     assert specs["stylize"].kind == specs["identity"].kind == "video-to-video"
 
 
-def test_cost_follows_the_guideline_and_scales_with_pixels_and_fps():
+def test_cost_follows_the_calibration_and_scales_with_pixels_and_fps():
     ident = get_spec("identity").cost(512, 512, 30)
     dream = get_spec("dreamfield").cost(256, 256, 30)
-    assert ident.compute_share == pytest.approx(0.05, rel=0.01)
+    assert ident.compute_share == pytest.approx(0.125, rel=0.01)
     assert dream.compute_share == pytest.approx(0.3, rel=0.01)
+    # Both parts scale with fps; only the step part scales with pixels.
     assert get_spec("dreamfield").cost(256, 256, 15).compute_share == pytest.approx(0.15, rel=0.01)
-    assert get_spec("dreamfield").cost(128, 128, 30).compute_share == pytest.approx(0.075, rel=0.01)
+    assert get_spec("dreamfield").cost(128, 128, 30).compute_share == pytest.approx(0.06 + 0.24 / 4, rel=0.01)
+    assert get_spec("stylize").cost(128, 128, 30).compute_share == pytest.approx(0.105 + 0.145 / 4, rel=0.01)
     assert get_spec("dreamfield").cost(512, 512, 30).compute_share == 1.0  # capped at a whole device
     assert dream.memory_bytes > 0 and isinstance(dream.memory_bytes, int)
 
