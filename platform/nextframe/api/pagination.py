@@ -30,6 +30,17 @@ class ListCursorPagination(CursorPagination):
             raise ApiError(f"limit must be an integer between 1 and {self.max_page_size}")
         return value
 
+    def decode_cursor(self, request):
+        """A malformed cursor is a bad request (400), not a missing page (DRF says 404)."""
+        from rest_framework.exceptions import NotFound
+
+        from nextframe.api.errors import ApiError
+
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ApiError("cursor is not one this API returned (use next_cursor as given)") from None
+
     def get_paginated_response(self, data):
         next_link = self.get_next_link()
         next_cursor = None

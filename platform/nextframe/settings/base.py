@@ -83,8 +83,11 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(DATA_DIR / "nextframe.sqlite3"),
-            # WAL lets the Celery worker and the web process write without "database is locked".
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+            # WAL lets the Celery worker and the web process work side by side. IMMEDIATE makes every
+            # transaction take the write lock when it begins (waiting up to `timeout`): a deferred
+            # one that reads, then writes, fails at once with "database is locked" when another
+            # process wrote in between, whatever the timeout.
+            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
