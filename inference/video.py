@@ -5,8 +5,12 @@ This is the file side of the fast-batch clip tier (PROTOCOL.md `GET /v1/clips/{i
   can start playing before the whole file has arrived. NVENC is used when the GPU can really open it,
   libx264 otherwise. The file appears atomically (temp file + rename): a reader never sees half a clip.
 - `probe_mp4` decodes a file back and reports what it really contains (tests, audits).
-- `decode_video_frames` turns an uploaded clip (video-to-video jobs) into RGB frames at the job size,
-  refusing corrupt, empty or oversize input with `BadVideo(reason)`.
+- `inspect_video` checks an uploaded clip cheaply (demux to count frames, decode only the first one):
+  what the web process can afford before it accepts a video-to-video job.
+- `iter_video_frames` decodes an uploaded clip lazily; with `cover=True` frames keep the source's
+  aspect ratio (the caller centre-crops them, `inference.codec.fit_to_size`).
+- `decode_video_frames` turns an uploaded clip into RGB frames at the job size, refusing corrupt,
+  empty or oversize input with `BadVideo(reason)`.
 
 Frames are numpy arrays of shape (height, width, 3), dtype uint8, RGB.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -37,11 +42,15 @@ CODEC_OPTIONS: dict[str, dict[str, str]] = {
 # Uploaded clips bigger than this many pixels per frame are refused before decoding: a tiny file can
 # declare a huge frame size (a decompression bomb).
 MAX_SOURCE_PIXELS = 4096 * 4096
+# Source pixels x frames a clip may decode (the decode runs in a clip worker, at source size): 600
+# frames of 1080p. It bounds the CPU a small, highly compressed upload can cost (4096x4096 x 120
+# frames is over it).
+MAX_SOURCE_PIXEL_FRAMES = 1920 * 1080 * 600
 
 
 class BadVideo(Exception):
     """An uploaded video that cannot be used; `reason` is one of
-    `too_large`, `empty`, `corrupt`, `no_video_stream`."""
+    `too_large`, `empty`, `too_short`, `corrupt`, `no_video_stream`."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -236,21 +245,97 @@ def _open_source(source: str | os.PathLike[str] | IO[bytes], max_bytes: int) -> 
     return io.BytesIO(data)
 
 
+def cover_size(src_w: int, src_h: int, width: int, height: int) -> tuple[int, int]:
+    """The smallest size with the source's aspect ratio that covers width x height, never larger
+    than the source (an upscale would add no detail): what to decode at before a centre crop."""
+    scale = min(1.0, max(width / src_w, height / src_h))
+    return max(1, min(src_w, math.ceil(src_w * scale))), max(1, min(src_h, math.ceil(src_h * scale)))
+
+
+def _video_stream(container: Any) -> Any:
+    if not container.streams.video:
+        raise BadVideo("no_video_stream", "the file has no video stream")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if not ctx.width or not ctx.height:
+        raise BadVideo("corrupt", "the video stream declares no frame size")
+    if ctx.width * ctx.height > MAX_SOURCE_PIXELS:
+        raise BadVideo("too_large", f"frame size {ctx.width}x{ctx.height} is too large")
+    return stream
+
+
 def iter_video_frames(
-    source: str | os.PathLike[str] | IO[bytes], width: int, height: int
+    source: str | os.PathLike[str] | IO[bytes], width: int, height: int, *, cover: bool = False
 ) -> Iterator[np.ndarray]:
-    """Decode frames lazily, scaled to width x height RGB; PyAV errors propagate (av.FFmpegError)."""
+    """Decode frames lazily as RGB; PyAV errors propagate (av.FFmpegError).
+
+    `cover=False`: each frame is scaled to exactly width x height (the aspect ratio is not kept).
+    `cover=True`: each frame keeps the source's aspect ratio at the smallest size covering
+    width x height (`cover_size`); the caller crops the excess (`inference.codec.fit_to_size`).
+    """
     with av.open(os.fspath(source) if isinstance(source, os.PathLike) else source) as container:
-        if not container.streams.video:
-            raise BadVideo("no_video_stream", "the file has no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         ctx = stream.codec_context
-        if ctx.width and ctx.height and ctx.width * ctx.height > MAX_SOURCE_PIXELS:
-            raise BadVideo("too_large", f"frame size {ctx.width}x{ctx.height} is too large")
+        if cover:
+            width, height = cover_size(ctx.width, ctx.height, width, height)
         # Let FFmpeg use its frame threads: decoding an upload should not take one core only.
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24", width=width, height=height)
+            if (frame.width, frame.height) == (width, height):
+                yield frame.to_ndarray(format="rgb24")
+            else:
+                yield frame.to_ndarray(format="rgb24", width=width, height=height)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `inspect_video` found: the stream's size and codec, and its frames counted (at most
+    the number asked for)."""
+
+    width: int
+    height: int
+    codec: str
+    frames: int
+
+
+def inspect_video(source: str | os.PathLike[str] | IO[bytes], frames: int,
+                  max_pixel_frames: int | None = None) -> VideoInfo:
+    """Check an upload cheaply: a video stream with a sane size and a decoder, at least `frames`
+    packets (demuxed and counted, not decoded), and a decodable first frame.
+
+    Only the first frame is decoded, so the cost hardly grows with the frame size or count:
+    corruption later in the file is found by the clip worker when it renders. Raises BadVideo:
+    `no_video_stream`, `too_large` (frame size, or width x height x `frames` over
+    `max_pixel_frames`, default MAX_SOURCE_PIXEL_FRAMES), `corrupt`, `empty` (no frame),
+    `too_short` (fewer than `frames` frames).
+    """
+    limit = MAX_SOURCE_PIXEL_FRAMES if max_pixel_frames is None else max_pixel_frames
+    try:
+        with av.open(os.fspath(source) if isinstance(source, os.PathLike) else source) as container:
+            stream = _video_stream(container)
+            ctx = stream.codec_context
+            width, height, codec = ctx.width, ctx.height, ctx.name
+            if width * height * frames > limit:
+                raise BadVideo("too_large", f"{frames} frames of {width}x{height} is more than the limit of "
+                                            f"{limit} source pixels x frames")
+            count, first = 0, False
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's end-of-stream marker
+                count += 1
+                if count == 1:
+                    # Decode the first packet alone, then drain: a decoder that holds frames back
+                    # (threads, B-frames) would otherwise want the packets after it too.
+                    first = bool(ctx.decode(packet)) or bool(ctx.decode(None))
+                if count >= frames:
+                    break
+    except av.FFmpegError as exc:
+        raise BadVideo("corrupt", str(exc)) from None
+    if not first:
+        raise BadVideo("empty", "no decodable video frame")
+    if count < frames:
+        raise BadVideo("too_short", f"the video has {count} frames; {frames} are needed")
+    return VideoInfo(width, height, codec, count)
 
 
 def decode_video_frames(

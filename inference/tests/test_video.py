@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from inference import video
-from inference.video import BadVideo, decode_video_frames, encode_mp4, probe_mp4
+from inference.codec import fit_to_size
+from inference.video import (BadVideo, cover_size, decode_video_frames, encode_mp4, inspect_video,
+                             iter_video_frames, probe_mp4)
 
 W, H, FPS = 64, 48, 12
 
@@ -223,3 +225,81 @@ def test_huge_declared_frame_size_is_refused(tmp_path: Path, monkeypatch) -> Non
     with pytest.raises(BadVideo) as info:
         decode_video_frames(path, W, H, 10, 10**6)
     assert info.value.reason == "too_large"
+
+
+def three_bands(width: int = 128, height: int = 64) -> np.ndarray:
+    """Left quarter red, middle half green, right quarter blue."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    q = width // 4
+    frame[:, :q, 0] = 255
+    frame[:, q:width - q, 1] = 255
+    frame[:, width - q:, 2] = 255
+    return frame
+
+
+def test_cover_decode_keeps_the_aspect_ratio_so_fit_to_size_centre_crops(tmp_path: Path) -> None:
+    path = tmp_path / "wide.mp4"
+    encode_mp4([three_bands()] * 3, path, FPS, 128, 64, codec="libx264")
+    frames = [fit_to_size(f, 64, 64) for f in iter_video_frames(path, 64, 64, cover=True)]
+    assert len(frames) == 3
+    for frame in frames:
+        assert frame.shape == (64, 64, 3)
+        # The centre 64x64 of a 128x64 frame is the green half: every column is green, none red/blue.
+        r, g, b = (frame[..., c].astype(int) for c in range(3))
+        assert (g > 150).all() and (r < 100).all() and (b < 100).all()
+    # The old behaviour (scaled straight to 64x64) squashes the red and blue bands into the frame.
+    squashed = next(iter_video_frames(path, 64, 64))
+    assert squashed[:, 2, 0].mean() > 150
+
+
+def test_cover_size_covers_the_target_and_never_upscales() -> None:
+    assert cover_size(128, 64, 64, 64) == (128, 64)
+    assert cover_size(1280, 720, 64, 64) == (114, 64)
+    assert cover_size(720, 1280, 64, 48) == (64, 114)
+    assert cover_size(32, 32, 64, 64) == (32, 32)
+
+
+def zero_packets_after_the_first(path: Path) -> Path:
+    """The same file with every video packet but the first zeroed: the index (moov) is intact, so
+    the packets demux and count, but only the first one decodes."""
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    data = bytearray(path.read_bytes())
+    for pos, size in packets[1:]:
+        data[pos:pos + size] = bytes(size)
+    bad = path.with_name("later-corrupt.mp4")
+    bad.write_bytes(bytes(data))
+    return bad
+
+
+def test_inspect_counts_packets_and_decodes_only_the_first_frame(clip) -> None:
+    path, _ = clip
+    info = inspect_video(path, 10)
+    assert (info.width, info.height, info.codec, info.frames) == (W, H, "h264", 10)
+    assert inspect_video(io.BytesIO(path.read_bytes()), 4).frames == 4  # stops counting when it has enough
+    with pytest.raises(BadVideo) as short:
+        inspect_video(path, 11)
+    assert short.value.reason == "too_short"
+    # Corruption past the first frame is not seen here (that would need decoding every frame) ...
+    bad = zero_packets_after_the_first(path)
+    assert inspect_video(bad, 10).frames == 10
+    # ... it is seen by the full decode, at render time.
+    with pytest.raises(av.FFmpegError):
+        list(iter_video_frames(bad, W, H))
+
+
+def test_inspect_refuses_too_many_source_pixels_x_frames(clip) -> None:
+    path, _ = clip
+    assert inspect_video(path, 10, max_pixel_frames=W * H * 10).frames == 10
+    with pytest.raises(BadVideo) as info:
+        inspect_video(path, 10, max_pixel_frames=W * H * 10 - 1)
+    assert info.value.reason == "too_large"
+    assert video.MAX_SOURCE_PIXEL_FRAMES < 4096 * 4096 * 120  # the reviewer's 1.7 s upload is over it
+
+
+def test_inspect_refuses_junk(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 20)
+    with pytest.raises(BadVideo) as info:
+        inspect_video(junk, 1)
+    assert info.value.reason == "corrupt"
