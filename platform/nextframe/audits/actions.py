@@ -179,19 +179,26 @@ def run_clip_audit(model_id: str, source: str) -> AuditRun:
 # --- background work ------------------------------------------------------------------------------
 
 class _Worker:
-    """One low-priority thread that runs queued audits one at a time."""
+    """One low-priority thread that runs queued audits one at a time.
 
-    def __init__(self) -> None:
+    The thread ends after `idle_s` without work, and whether it ends is decided under the same lock
+    `submit` holds: a submit that lands between the idle timeout and the thread's end either sees
+    the thread gone (and starts another) or leaves its item where the thread, re-checking the queue
+    under that lock, finds it. Deciding outside the lock left such a run `queued` forever.
+    """
+
+    def __init__(self, idle_s: float = 60.0) -> None:
         self._q: queue.Queue[tuple[int, bool]] = queue.Queue(maxsize=MAX_QUEUED_AUDITS)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._idle_s = idle_s
 
     def submit(self, run_id: int, with_clip: bool) -> None:
-        try:
-            self._q.put_nowait((run_id, with_clip))
-        except queue.Full:
-            raise AuditUnavailable(f"{MAX_QUEUED_AUDITS} audits are already queued") from None
         with self._lock:
+            try:
+                self._q.put_nowait((run_id, with_clip))
+            except queue.Full:
+                raise AuditUnavailable(f"{MAX_QUEUED_AUDITS} audits are already queued") from None
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="nf-audit", daemon=True)
                 self._thread.start()
@@ -200,9 +207,13 @@ class _Worker:
         _lower_priority()
         while True:
             try:
-                run_id, with_clip = self._q.get(timeout=60)
+                run_id, with_clip = self._q.get(timeout=self._idle_s)
             except queue.Empty:
-                return
+                with self._lock:
+                    if self._q.empty():
+                        self._thread = None  # from here on, submit starts a new thread
+                        return
+                continue  # something was submitted after the timeout: run it
             try:
                 run = AuditRun.objects.get(pk=run_id)
                 if run.source == "startup":
