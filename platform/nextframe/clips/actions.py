@@ -55,6 +55,12 @@ def limits_for(org: Organization) -> ClipLimits:
         return ClipLimits(organization=org)
 
 
+def _count(n: int) -> str:
+    """An integer for a message: absurd ones (10**400 frames) are summarised, not printed."""
+    text = str(n)
+    return text if len(text) <= 12 else f"a {len(text)}-digit number of"
+
+
 def _resolve(req: ClipRequest, limits: ClipLimits):
     from inference.engines import EngineError, get_spec  # torch-free
 
@@ -76,18 +82,26 @@ def _resolve(req: ClipRequest, limits: ClipLimits):
     if req.frames is not None:
         frames = req.frames
     elif req.duration_s is not None:
-        if not math.isfinite(req.duration_s) or req.duration_s <= 0:
-            raise ClipError("duration_s must be a positive number")
-        frames = max(1, round(req.duration_s * fps))
+        duration_s = float(req.duration_s)
+        if not math.isfinite(duration_s) or duration_s <= 0:
+            raise ClipError("duration_s must be a positive, finite number of seconds")
+        exact = duration_s * fps
+        # Checked before rounding: 1e308 s is finite, 1e308 x fps is not (round(inf) raises).
+        if not math.isfinite(exact) or exact >= 10**12:
+            raise ClipError(f"clip exceeds your organisation's limits: {duration_s:g} s "
+                            f"(limit {limits.max_duration_s} s)", "clip_too_large", 413)
+        frames = max(1, round(exact))
     else:
         raise ClipError("give the clip length: frames or duration_s")
     if frames < 1:
         raise ClipError("frames must be at least 1")
     too_large = []
     if frames > limits.max_frames:
-        too_large.append(f"{frames} frames (limit {limits.max_frames})")
-    if frames / fps > limits.max_duration_s + 1e-9:
-        too_large.append(f"{frames / fps:.3f} s (limit {limits.max_duration_s} s)")
+        too_large.append(f"{_count(frames)} frames (limit {limits.max_frames})")
+    # Compared in frames, not seconds: frames / fps overflows a float for an absurd integer count.
+    if frames > limits.max_duration_s * fps + 1e-9:
+        seconds = f"{frames / fps:.3f} s" if frames < 10**12 else "an absurd length"
+        too_large.append(f"{seconds} (limit {limits.max_duration_s} s)")
     if width > limits.max_width or height > limits.max_height:
         too_large.append(f"{width}x{height} (limit {limits.max_width}x{limits.max_height})")
     if too_large:
@@ -95,32 +109,34 @@ def _resolve(req: ClipRequest, limits: ClipLimits):
     return spec, width, height, fps, frames, prompt, params
 
 
-def _check_upload(upload: IO[bytes], width: int, height: int, frames: int) -> None:
-    """Refuse a corrupt, empty or too-short input now (400), not minutes later in the worker.
-
-    Frames are decoded at a tiny size and counted, not kept, so this costs little memory."""
+def _check_upload(upload: IO[bytes], frames: int) -> None:
+    """Refuse a corrupt, empty, too-short or too-large input now (400), not minutes later in the
+    worker. Cheap on purpose (this runs in the web process, beside live sessions): the packets are
+    demuxed and counted, only the first frame is decoded (`inference.video.inspect_video`). A file
+    corrupt further on fails its job at render time with `bad_video`."""
     import av
-    from inference.video import BadVideo, iter_video_frames
+    from inference.video import BadVideo, inspect_video
 
     upload.seek(0)
-    count = 0
     try:
-        decoder = iter_video_frames(upload, 16, 16)
-        try:
-            for _ in decoder:
-                count += 1
-                if count >= frames:
-                    break
-        finally:
-            decoder.close()
+        inspect_video(upload, frames)
     except BadVideo as exc:
         raise ClipError(f"the uploaded video cannot be used: {exc}", "bad_video") from None
     except (av.FFmpegError, ValueError, EOFError) as exc:
         raise ClipError(f"the uploaded video is corrupt: {exc}", "bad_video") from None
     finally:
         upload.seek(0)
-    if count < frames:
-        raise ClipError(f"the uploaded video has {count} frames; the clip asks for {frames}", "bad_video")
+
+
+def _check_quota(org: Organization) -> None:
+    """Refuse a clip when the organisation's monthly GPU-second quota is used up (live sessions and
+    clips count alike); a clip that starts under the quota may finish over it, as a live session can."""
+    from nextframe.live.actions import quota_remaining
+
+    remaining = quota_remaining(org)
+    if remaining is not None and remaining <= 0:
+        raise ClipError("the organisation's GPU-second quota for this month is used up",
+                        "quota_exceeded", 402)
 
 
 def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = None) -> Clip:
@@ -131,9 +147,11 @@ def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = 
         if upload is None:
             raise ClipError(f"model {spec.id!r} is video-to-video: upload the input as the `video` part",
                             "missing_video")
-        _check_upload(upload, width, height, frames)
     elif upload is not None:
         raise ClipError(f"model {spec.id!r} is text-to-video: it takes no input video")
+    _check_quota(org)
+    if upload is not None:
+        _check_upload(upload, frames)
     with transaction.atomic():
         # Lock the organisation row so two concurrent requests cannot both take the last slot.
         Organization.objects.select_for_update().filter(pk=org.pk).first()
@@ -165,9 +183,15 @@ def _enqueue(clip_id) -> None:
         log.exception("could not enqueue clip %s; the recovery sweep will", clip_id)
 
 
+def visible_clips(org: Organization | int):
+    """Every clip queryset the API uses starts here: this organisation's clips, deleted ones excluded."""
+    return Clip.visible(org)
+
+
 def get_clip(org: Organization, clip_id) -> Clip | None:
-    """The organisation's clip, or None (another organisation's clip does not exist for it)."""
-    return Clip.objects.filter(organization=org, pk=clip_id).first()
+    """The organisation's clip, or None (another organisation's clip, or a deleted one, does not exist
+    for it)."""
+    return visible_clips(org).filter(pk=clip_id).first()
 
 
 def cancel_clip(clip: Clip) -> bool:
@@ -186,9 +210,11 @@ def cancel_clip(clip: Clip) -> bool:
 
 
 def delete_clip(clip: Clip) -> None:
-    """Delete a finished clip and its files."""
+    """Delete a finished clip: its files are removed and the API no longer shows it, but the row
+    stays (soft delete) because its GPU-seconds are this month's usage, quota and billing."""
     _remove_files(clip)
-    clip.delete()
+    Clip.objects.filter(pk=clip.pk, deleted_at__isnull=True).update(deleted_at=timezone.now())
+    clip.refresh_from_db()
 
 
 def _remove_files(clip: Clip) -> None:
@@ -216,7 +242,7 @@ def clip_for_video_token(token: str) -> Clip | None:
         data = signing.loads(token, salt=VIDEO_TOKEN_SALT, max_age=video_token_ttl_s())
     except signing.BadSignature:  # includes SignatureExpired
         return None
-    return Clip.objects.filter(pk=data.get("c"), organization_id=data.get("o")).first()
+    return visible_clips(data.get("o")).filter(pk=data.get("c")).first()
 
 
 def _seconds(a, b) -> float | None:
@@ -235,7 +261,8 @@ def cost_of(clip: Clip) -> str:
 
 def describe(clip: Clip) -> dict[str, Any]:
     """The representation every endpoint returns (PROTOCOL.md: status, progress, timings, usage)."""
-    run_s = _seconds(clip.started_at, clip.finished_at) if clip.status == S.SUCCEEDED else None
+    # One interval for run_s, fps_throughput and gpu_seconds: the final attempt's pool lease.
+    run_s = round(clip.render_s, 3) if clip.status == S.SUCCEEDED and clip.render_s else None
     return {
         "id": str(clip.id),
         "object": "clip",
@@ -261,7 +288,7 @@ def describe(clip: Clip) -> dict[str, Any]:
             "run_s": run_s,
             # Fast-batch: the first frame is available when the whole playable file is.
             "time_to_first_frame_s": _seconds(clip.created_at, clip.first_frame_at),
-            "fps_throughput": round(clip.frames / clip.render_s, 3) if clip.render_s else None,
+            "fps_throughput": round(clip.frames / clip.render_s, 3) if run_s else None,
         },
         "usage": {"gpu_seconds": str(Decimal(clip.gpu_seconds).quantize(Decimal("0.000001"))),
                   "cost": cost_of(clip), "currency": "usd", "share": clip.share},

@@ -6,10 +6,11 @@ leaves only through the authenticated `GET /v1/clips/{id}/video`.
 from __future__ import annotations
 
 import logging
+import os
 from typing import IO
 
 from django.core.files import File
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import FileSystemStorage, Storage, storages
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +37,17 @@ def delete(name: str) -> None:
         storage().delete(name)
     except Exception:  # noqa: BLE001 - any backend error
         log.warning("could not delete stored clip file %s", name, exc_info=True)
+        return
+    _prune_empty_folder(name)
+
+
+def _prune_empty_folder(name: str) -> None:
+    """Remove the clip's folder once its last file is gone. Only a local filesystem has folders to
+    leave behind: object stores (S3 ...) have none, so other storages are not touched."""
+    store = storage()
+    if not isinstance(store, FileSystemStorage) or not name.startswith("clips/"):
+        return
+    try:
+        os.rmdir(os.path.dirname(store.path(name)))
+    except OSError:
+        pass  # not empty (the clip still has a file) or already gone

@@ -74,16 +74,25 @@ class Clip(models.Model):
     started_at = models.DateTimeField(null=True, blank=True, help_text="start of the attempt that finished")
     first_frame_at = models.DateTimeField(null=True, blank=True, help_text="the playable file exists")
     finished_at = models.DateTimeField(null=True, blank=True)
-    render_s = models.FloatField(null=True, blank=True, help_text="render + encode seconds of the final attempt")
+    render_s = models.FloatField(null=True, blank=True,
+                                 help_text="run seconds of the final attempt: its pool lease, reserve to release")
     # Usage of the attempt that produced the video.
     share = models.FloatField(default=0.0, help_text="device share reserved from the pool")
     gpu_seconds = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # Soft delete: a deleted clip's files are gone and the API no longer shows it, but the row stays,
+    # because its gpu_seconds are usage of the month (nextframe.live.actions.gpu_seconds_this_month).
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="deleted by the customer (files removed)")
 
     class Meta:
         indexes = [models.Index(fields=["organization", "-created_at"])]
 
     def __str__(self) -> str:
         return f"clip {self.id} ({self.status})"
+
+    @classmethod
+    def visible(cls, org: Organization | int) -> models.QuerySet:
+        """The organisation's clips as the API sees them: deleted ones are not there."""
+        return cls.objects.filter(organization=org, deleted_at__isnull=True)
 
 
 class ClipEvent(models.Model):

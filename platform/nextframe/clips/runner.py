@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -141,6 +141,17 @@ def run_clip(clip_id, host: str | None = None, pid: int | None = None) -> Outcom
     clip, outcome = claim(clip_id, host or socket.gethostname(), pid or os.getpid())
     if outcome is not None:
         return outcome
+    outcome = _attempt(clip)
+    if outcome.action == "done" and clip.input_name:
+        # Whatever ended the job (success, any failure), its upload is of no more use: storage holds
+        # only what can still be used. (A cancelled job's files are removed by cancel_clip.)
+        files.delete(clip.input_name)
+        Clip.objects.filter(pk=clip.pk).update(input_name="")
+    return outcome
+
+
+def _attempt(clip: Clip) -> Outcome:
+    """One claimed attempt: reserve capacity, render, release; every path returns an Outcome."""
     max_attempts = int(setting("CLIP_MAX_ATTEMPTS", 3))
     # Attempts that ended neither by an error nor by capacity: their worker died mid-job. A job that
     # keeps killing its workers is stopped here instead of taking every worker down in turn.
@@ -156,6 +167,7 @@ def run_clip(clip_id, host: str | None = None, pid: int | None = None) -> Outcom
         share, memory = _cost(clip)
         lease = pool.reserve(str(clip.organization_id), f"clip-{clip.pk}", share, memory_bytes=memory,
                              priority="clip")
+        leased = _LeaseClock(pool, lease)
     except (CapacityUnavailable, ConcurrencyLimit) as exc:
         delay = float(getattr(exc, "retry_after_s", setting("CLIP_RETRY_DELAY_S", 5.0)))
         return _requeue(clip, delay, "capacity_unavailable", preempted=True)
@@ -163,14 +175,28 @@ def run_clip(clip_id, host: str | None = None, pid: int | None = None) -> Outcom
         log.exception("clip %s could not reserve capacity", clip.pk)
         return _retry_after_error(clip, exc)
     try:
-        outcome = _render(clip, pool, lease, share)
+        return _render(clip, pool, leased, share)
     finally:
-        pool.release(lease)
-    if outcome.action == "done" and clip.input_name:
-        # A finished job needs its upload no more: storage holds only what can still be used.
-        files.delete(clip.input_name)
-        Clip.objects.filter(pk=clip.pk).update(input_name="")
-    return outcome
+        leased.release()
+
+
+class _LeaseClock:
+    """The attempt's pool lease and its lifetime: the one interval a clip's run_s, fps_throughput
+    and gpu_seconds are measured over (capacity held = capacity billed). Release is idempotent."""
+
+    def __init__(self, pool, lease) -> None:
+        self.pool = pool
+        self.lease = lease
+        self.started_at = timezone.now()
+        self._t0 = time.monotonic()
+        self.held_s: float | None = None
+
+    def release(self) -> float:
+        """Give the capacity back (once); returns the seconds it was held."""
+        if self.held_s is None:
+            self.held_s = time.monotonic() - self._t0
+            self.pool.release(self.lease)
+        return self.held_s
 
 
 def _cost(clip: Clip) -> tuple[float, int]:
@@ -181,7 +207,7 @@ def _cost(clip: Clip) -> tuple[float, int]:
     return max(cost.compute_share, setting("CLIP_MIN_SHARE", 0.05)), cost.memory_bytes
 
 
-def _render(clip: Clip, pool, lease, share: float) -> Outcome:
+def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
     import av
     from inference.batch import render_frames
     from inference.engines import EngineError, get_spec
@@ -190,8 +216,7 @@ def _render(clip: Clip, pool, lease, share: float) -> Outcome:
 
     from nextframe.clips.render import batch_size, checkpointed
 
-    started = time.monotonic()
-    holder = {"lease": lease, "lost": None}
+    holder = {"lease": leased.lease, "lost": None}
 
     def on_lost(res, error) -> None:
         holder["lost"] = error
@@ -201,15 +226,15 @@ def _render(clip: Clip, pool, lease, share: float) -> Outcome:
         # expire); here we learn at a batch boundary that the lease is gone, and stop.
         if holder["lost"] is not None:
             raise holder["lost"]
-        holder["lease"] = pool.heartbeat(holder["lease"])  # raises LeaseLost when preempted
+        holder["lease"] = leased.lease = pool.heartbeat(holder["lease"])  # raises LeaseLost when preempted
         if not _cas(clip, heartbeat_at=timezone.now(), frames_done=done):
             raise _Stop("no longer owned (cancelled or taken over)")
 
     keeper = LeaseKeeper(pool, on_lost=on_lost, refresh_devices=False)
-    keeper.add(lease)
+    keeper.add(leased.lease)
     keeper.start()
-    workdir = tempfile.mkdtemp(prefix=f"clip-{clip.pk}-")
-    local = Path(workdir) / "video.mp4"
+    workdir = work_dir(clip)
+    local = workdir / "video.mp4"
     stored = ""
     source = None
     try:
@@ -220,21 +245,25 @@ def _render(clip: Clip, pool, lease, share: float) -> Outcome:
             from inference.video import iter_video_frames
 
             source = files.storage().open(clip.input_name, "rb")
-            inputs = iter_video_frames(source, clip.width, clip.height)
+            # Decoded at the source's aspect ratio (cover=True), so that render_frames' fit_to_size
+            # centre-crops it to the clip's; scaling straight to the clip size would squash it.
+            inputs = iter_video_frames(source, clip.width, clip.height, cover=True)
         frames = render_frames(clip.model, clip.width, clip.height, clip.fps, clip.frames, clip.prompt,
                                clip.params, clip.seed, batch, inputs)
         result = encode_mp4(checkpointed(frames, batch, before_batch), local, clip.fps, clip.width, clip.height)
         if result.frames < clip.frames:
-            raise BadVideo("empty", f"the input ran out after {result.frames} of {clip.frames} frames")
+            raise BadVideo("too_short", f"the input ran out after {result.frames} of {clip.frames} frames")
         before_batch(clip.frames)  # last check before publishing: still ours, lease still held
         with open(local, "rb") as fh:
             stored = files.save(f"{files.clip_prefix(clip.organization_id, clip.pk)}/video-{clip.attempts}.mp4", fh)
         playable_at = timezone.now()
-        run_s = time.monotonic() - started
+        keeper.stop()  # before the release: the keeper must not heartbeat a lease given back
+        run_s = leased.release()
         gpu_seconds = Decimal(str(round(share * run_s, 6)))
         if _transition(clip, S.SUCCEEDED, video_name=stored, video_bytes=result.bytes, codec=result.codec,
-                       frames_done=result.frames, first_frame_at=playable_at, finished_at=timezone.now(),
-                       render_s=run_s, share=share, gpu_seconds=gpu_seconds, claim=""):
+                       frames_done=result.frames, first_frame_at=playable_at, started_at=leased.started_at,
+                       finished_at=timezone.now(), render_s=run_s, share=share, gpu_seconds=gpu_seconds,
+                       claim=""):
             return Outcome("done", S.SUCCEEDED)
         files.delete(stored)  # cancelled (or taken over) between the last heartbeat and now
         return Outcome("noop", "abandoned", reason="lost ownership before publishing")
@@ -245,8 +274,10 @@ def _render(clip: Clip, pool, lease, share: float) -> Outcome:
         files.delete(stored)
         return Outcome("noop", "abandoned", reason=stop.reason)
     except (BadVideo, av.FFmpegError) as exc:
-        _fail(clip, "bad_input", f"the input video cannot be used: {exc}")
-        return Outcome("done", S.FAILED, reason="bad input")
+        # The upload passed the cheap check at creation (first frame only) but is corrupt or short
+        # further on: deterministic, so a clean failure, never a retry.
+        _fail(clip, "bad_video", f"the input video cannot be used: {exc}")
+        return Outcome("done", S.FAILED, reason="bad video")
     except (EngineError, ValueError, VideoEncodeError) as exc:
         # Deterministic errors (bad params that slipped through, an engine refusing): no retry helps.
         log.warning("clip %s failed: %s", clip.pk, exc)
@@ -260,11 +291,7 @@ def _render(clip: Clip, pool, lease, share: float) -> Outcome:
         keeper.stop()
         if source is not None:
             source.close()
-        local.unlink(missing_ok=True)
-        try:
-            os.rmdir(workdir)
-        except OSError:
-            pass
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _requeue(clip: Clip, delay_s: float, reason: str, preempted: bool) -> Outcome:
@@ -295,6 +322,47 @@ def _retry_after_error(clip: Clip, exc: Exception) -> Outcome:
 def _fail(clip: Clip, code: str, message: str, **changes) -> None:
     _transition(clip, S.FAILED, code, error_code=code, error_message=message[:2000],
                 finished_at=timezone.now(), claim="", **changes)
+
+
+# --- scratch space --------------------------------------------------------------------------------
+
+def work_root() -> Path:
+    """Where attempts encode before storing: CLIP_WORK_DIR, by default DATA_DIR/work/clips. Under the
+    data dir, not /tmp, so that the recovery sweep can find what a killed worker left behind."""
+    configured = getattr(settings, "CLIP_WORK_DIR", None)
+    return Path(configured) if configured else Path(settings.DATA_DIR) / "work" / "clips"
+
+
+def work_dir(clip: Clip) -> Path:
+    """The scratch folder of this attempt, named `<clip id>.<claim token>` (the sweep's key)."""
+    path = work_root() / f"{clip.pk}.{clip.claim}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sweep_work_dirs(host: str | None = None) -> int:
+    """Remove scratch folders of attempts that are over: a worker killed mid-render never ran its
+    cleanup. A folder is kept only while its clip is running under that very claim with a live owner
+    (same test as a takeover). Returns how many entries were removed."""
+    root = work_root()
+    try:
+        entries = list(root.iterdir())  # listed before the query: a folder exists only once its claim does
+    except FileNotFoundError:
+        return 0
+    stale_after_s = setting("CLIP_STALE_AFTER_S", 30.0)
+    now, host = timezone.now(), host or socket.gethostname()
+    alive = {f"{c.pk}.{c.claim}" for c in Clip.objects.filter(status=S.RUNNING).only(
+        "id", "claim", "heartbeat_at", "claim_host", "claim_pid") if not owner_is_dead(c, now, stale_after_s, host)}
+    removed = 0
+    for entry in entries:
+        if entry.name in alive:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 # --- recovery -------------------------------------------------------------------------------------

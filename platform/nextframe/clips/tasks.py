@@ -55,14 +55,19 @@ def enqueue_render(clip_id, countdown: float = 0.0) -> None:
 
 @shared_task(name="clips.recover", acks_late=True)
 def recover_stale_clips() -> int:
-    """Re-enqueue jobs whose message may have been lost; returns how many."""
-    from nextframe.clips.runner import stale_jobs
+    """Re-enqueue jobs whose message may have been lost (returns how many), and remove the work
+    folders of attempts that are over."""
+    from nextframe.clips.runner import stale_jobs, sweep_work_dirs
 
     ids = stale_jobs()
     for clip_id in ids:
         enqueue_render(clip_id)
     if ids:
         log.warning("re-enqueued %d clip job(s) whose worker or message was lost", len(ids))
+    # Scratch folders of attempts that died mid-render (this host's work dir).
+    swept = sweep_work_dirs()
+    if swept:
+        log.warning("removed %d clip work folder(s) left by dead attempts", swept)
     return len(ids)
 
 

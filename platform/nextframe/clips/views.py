@@ -105,12 +105,13 @@ class ClipListView(ClipBase):
     def get(self, request):
         paginator = ListCursorPagination()
         page = paginator.paginate_queryset(
-            Clip.objects.filter(organization=request.auth.organization), request, view=self)
+            actions.visible_clips(request.auth.organization), request, view=self)
         return paginator.get_paginated_response([actions.describe(c) for c in page])
 
     @extend_schema(
         request={"application/json": ClipCreateSerializer, "multipart/form-data": ClipUploadSerializer},
         responses={202: ClipSerializer, 400: OpenApiResponse(description="invalid request, unknown model, bad video"),
+                   402: OpenApiResponse(description="the organisation's monthly GPU-second quota is used up"),
                    413: OpenApiResponse(description="over the organisation's clip limits or the upload limit"),
                    429: OpenApiResponse(description="too many queued/running clips")},
         summary="Request a fast-batch clip (rendered as a whole, then delivered)",

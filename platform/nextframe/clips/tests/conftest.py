@@ -10,6 +10,7 @@ import pytest
 def media(settings, tmp_path):
     """Each test stores its clip files in its own folder (and nothing leaks into the next)."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.CLIP_WORK_DIR = str(tmp_path / "work")
     settings.CLIP_BATCH_FRAMES = 4
     return tmp_path / "media"
 

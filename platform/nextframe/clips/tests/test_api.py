@@ -250,3 +250,141 @@ def test_the_logged_in_dashboard_can_play_its_organisations_clips(client, org, p
     assert client.login(username="ada", password="pw-for-tests")
     assert client.get(f"/v1/clips/{clip_id}").json()["status"] == "succeeded"
     assert client.get(f"/v1/clips/{clip_id}/video").status_code == 200
+
+
+# --- quota, soft delete, bad lengths, cursors ------------------------------------------------------
+
+def test_a_clip_is_refused_when_the_monthly_gpu_quota_is_used_up(client_for, api_key, org):
+    client = client_for(api_key)
+    assert create(client).status_code == 202  # no limit (None): unlimited
+    org.gpu_seconds_limit = Decimal("2")
+    org.save(update_fields=["gpu_seconds_limit"])
+    assert create(client).status_code == 202  # 2 s left
+    Clip.objects.filter(organization=org).update(status="succeeded", gpu_seconds=Decimal("1"))
+    refused = create(client)
+    assert refused.status_code == 402 and error_of(refused) == "quota_exceeded"
+    assert Clip.objects.filter(organization=org).count() == 2
+
+
+def test_deleting_a_finished_clip_keeps_its_usage_and_hides_it_everywhere(client_for, api_key, org, pool, media):
+    from nextframe.live.actions import gpu_seconds_this_month
+
+    client = client_for(api_key)
+    clip_id = create(client).json()["id"]
+    assert run_clip(clip_id).status == "succeeded"
+    signed_url = client.get(f"/v1/clips/{clip_id}").json()["video"]["signed_url"]
+    used = gpu_seconds_this_month(org)
+    assert used > 0
+    assert client.delete(f"/v1/clips/{clip_id}").status_code == 204
+    assert gpu_seconds_this_month(org) == used  # the usage stays: quota and billing still count it
+    for method, url in (("get", f"/v1/clips/{clip_id}"), ("get", f"/v1/clips/{clip_id}/video"),
+                        ("delete", f"/v1/clips/{clip_id}")):
+        response = getattr(client, method)(url)
+        assert response.status_code == 404 and error_of(response) == "not_found", (method, url)
+    assert client.get("/v1/clips").json()["data"] == []
+    assert client_for(None).get(signed_url).status_code == 403
+    assert list(media.rglob("*.mp4")) == []
+    assert not (media / "clips" / str(org.pk) / clip_id).exists()  # no empty folder left behind
+
+
+@pytest.mark.parametrize("change, status, code", [
+    ({"frames": None, "duration_s": 1e308}, 413, "clip_too_large"),
+    ({"frames": None, "duration_s": 1e300}, 413, "clip_too_large"),
+    ({"frames": 10 ** 400}, 413, "clip_too_large"),
+])
+def test_absurd_lengths_are_refused_not_a_500(client_for, api_key, change, status, code):
+    body = {k: v for k, v in dict(TEXT_CLIP, **change).items() if v is not None}
+    response = create(client_for(api_key), body)
+    assert response.status_code == status, response.content
+    assert error_of(response) == code
+
+
+@pytest.mark.parametrize("duration_s", [float("nan"), float("inf"), -float("inf"), 1e308, 0.0])
+def test_non_finite_or_overflowing_durations_are_clip_errors(org, duration_s):
+    from nextframe.clips import actions
+
+    req = actions.ClipRequest(model="dreamfield", width=64, height=48, fps=12, duration_s=duration_s)
+    with pytest.raises(actions.ClipError) as info:
+        actions.create_clip(org, req)
+    assert (info.value.status, info.value.code) in {(400, "invalid_params"), (413, "clip_too_large")}
+
+
+def test_a_garbage_cursor_is_a_bad_request(client_for, api_key):
+    response = client_for(api_key).get("/v1/clips?cursor=garbage")
+    assert response.status_code == 400 and error_of(response) == "invalid_request"
+
+
+# --- video-to-video input --------------------------------------------------------------------------
+
+def wide_three_band_mp4(tmp_path) -> bytes:
+    """128x64: left quarter red, middle half green, right quarter blue."""
+    import numpy as np
+
+    from inference.video import encode_mp4
+
+    frame = np.zeros((64, 128, 3), np.uint8)
+    frame[:, :32, 0] = 255
+    frame[:, 32:96, 1] = 255
+    frame[:, 96:, 2] = 255
+    path = tmp_path / "wide.mp4"
+    encode_mp4([frame] * 4, path, 12, 128, 64)
+    return path.read_bytes()
+
+
+def test_video_input_is_centre_cropped_not_squashed(client_for, api_key, pool, tmp_path):
+    import numpy as np
+
+    import av
+
+    client = client_for(api_key)
+    response = client.post("/v1/clips", data=multipart(wide_three_band_mp4(tmp_path), model="identity", width=64,
+                                                        height=64, fps=12, frames=4), format="multipart")
+    assert response.status_code == 202, response.content
+    clip_id = response.json()["id"]
+    assert run_clip(clip_id).status == "succeeded"
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"".join(client.get(f"/v1/clips/{clip_id}/video").streaming_content))
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 4
+    for frame in frames:
+        row = frame[32].astype(int)  # one row across the whole width: the green half, cropped
+        assert (row[:, 1] > 150).all() and (row[:, 0] < 100).all() and (row[:, 2] < 100).all(), row[:4]
+        assert np.argmax(frame.reshape(-1, 3).mean(0)) == 1
+
+
+def test_upload_check_decodes_one_frame_and_later_corruption_fails_the_job_cleanly(
+        client_for, api_key, pool, make_mp4, tmp_path, media):
+    import av
+
+    good = tmp_path / "good.mp4"
+    good.write_bytes(make_mp4(6))
+    with av.open(str(good)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    data = bytearray(good.read_bytes())
+    for pos, size in packets[1:]:
+        data[pos:pos + size] = bytes(size)  # every frame after the first is undecodable
+    client = client_for(api_key)
+    response = client.post("/v1/clips", data=multipart(bytes(data), model="identity", width=64, height=64, fps=12,
+                                                        frames=6), format="multipart")
+    assert response.status_code == 202, response.content  # the web process only decoded frame 0
+    clip_id = response.json()["id"]
+    outcome = run_clip(clip_id)
+    assert (outcome.action, outcome.status) == ("done", "failed")  # a clean failure, no retry
+    body = client.get(f"/v1/clips/{clip_id}").json()
+    assert body["status"] == "failed" and body["error"]["code"] == "bad_video" and body["attempts"] == 1
+    assert Clip.objects.get(pk=clip_id).failures == 0
+    assert list(media.rglob("*.mp4")) == []  # the upload is deleted, no video stored
+    assert pool.active_leases() == []
+
+
+def test_upload_over_the_source_pixels_x_frames_limit_is_refused(client_for, api_key, make_mp4, monkeypatch):
+    from inference import video
+
+    monkeypatch.setattr(video, "MAX_SOURCE_PIXEL_FRAMES", 64 * 64 * 6 - 1)
+    data = multipart(make_mp4(6), model="identity", width=64, height=64, fps=12, frames=6)
+    response = client_for(api_key).post("/v1/clips", data=data, format="multipart")
+    assert response.status_code == 400 and error_of(response) == "bad_video"
+    assert "source pixels x frames" in response.json()["error"]["message"]
+    data = multipart(make_mp4(6), model="identity", width=64, height=64, fps=12, frames=5)
+    assert client_for(api_key).post("/v1/clips", data=data, format="multipart").status_code == 202

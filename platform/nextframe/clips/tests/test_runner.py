@@ -256,3 +256,146 @@ def test_an_unreachable_pool_backend_is_a_bounded_retry_not_a_stuck_job(org, poo
     assert outcome.action == "retry" and outcome.status == "queued"
     clip.refresh_from_db()
     assert (clip.status, clip.failures, clip.claim) == ("queued", 1, "")
+
+
+# --- uploads deleted on every terminal state; no folders left -------------------------------------
+
+def new_v2v_clip(org, make_mp4, frames=4) -> Clip:
+    import io
+
+    return actions.create_clip(org, actions.ClipRequest(model="identity", width=64, height=64, fps=12, frames=frames),
+                               upload=io.BytesIO(make_mp4(frames)))
+
+
+def stored_files(media) -> list:
+    return sorted(p.relative_to(media).as_posix() for p in media.rglob("*") if p.is_file())
+
+
+def test_the_upload_is_deleted_when_a_job_is_stopped_for_too_many_attempts(org, pool, settings, make_mp4, media):
+    settings.CLIP_MAX_ATTEMPTS = 2
+    clip = new_v2v_clip(org, make_mp4)
+    assert len(stored_files(media)) == 1
+    Clip.objects.filter(pk=clip.pk).update(status="running", claim="dead", claim_host="x", claim_pid=1,
+                                           heartbeat_at=timezone.now() - timedelta(hours=1), attempts=2)
+    assert runner.run_clip(clip.pk).status == "failed"
+    clip.refresh_from_db()
+    assert (clip.error_code, clip.input_name) == ("too_many_attempts", "")
+    assert stored_files(media) == [] and not (media / "clips" / str(org.pk) / str(clip.pk)).exists()
+
+
+def test_the_upload_is_deleted_when_reserve_errors_exhaust_the_retries(org, pool, settings, make_mp4, media,
+                                                                        monkeypatch):
+    settings.CLIP_MAX_ATTEMPTS = 1
+
+    def down(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(pool, "reserve", down)
+    clip = new_v2v_clip(org, make_mp4)
+    assert runner.run_clip(clip.pk).status == "failed"
+    clip.refresh_from_db()
+    assert (clip.error_code, clip.input_name) == ("render_error", "")
+    assert stored_files(media) == [] and not (media / "clips" / str(org.pk) / str(clip.pk)).exists()
+
+
+def test_cancel_removes_the_files_and_the_clip_folder(org, make_mp4, media):
+    clip = new_v2v_clip(org, make_mp4)
+    folder = media / "clips" / str(org.pk) / str(clip.pk)
+    assert folder.is_dir()
+    assert actions.cancel_clip(clip)
+    assert stored_files(media) == [] and not folder.exists()
+
+
+def test_a_succeeded_clip_keeps_its_folder_with_only_the_video(org, pool, make_mp4, media):
+    clip = new_v2v_clip(org, make_mp4)
+    assert runner.run_clip(clip.pk).status == "succeeded"
+    assert stored_files(media) == [f"clips/{org.pk}/{clip.pk}/video-1.mp4"]
+
+
+# --- one interval for run_s, gpu_seconds and fps_throughput --------------------------------------
+
+class SteppingClock:
+    """Wall clock and monotonic clock of the runner in one: every reading advances 1 ms, and `jump`
+    moves it on (a slow pool backend) without any sleeping."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.t = 0.0
+        self.base = timezone.now()
+        self.lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self.lock:
+            self.t += 0.001
+            return self.t
+
+    def now(self):
+        return self.base + timedelta(seconds=self.monotonic())
+
+    def jump(self, seconds: float) -> None:
+        with self.lock:
+            self.t += seconds
+
+
+def test_run_s_gpu_seconds_and_fps_throughput_measure_the_same_interval(org, pool, monkeypatch, hooked):
+    from types import SimpleNamespace
+
+    clock = SteppingClock()
+    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(runner, "timezone", SimpleNamespace(now=clock.now))
+    real_reserve = pool.reserve
+
+    def slow_reserve(*args, **kwargs):
+        clock.jump(5.0)  # the pool backend takes 5 s to answer: no capacity is held meanwhile
+        return real_reserve(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "reserve", slow_reserve)
+    hooked(lambda rendered: clock.jump(1.0))  # each 4-frame batch takes 1 s with the lease held
+    clip = new_clip(org, model="hooked-test", frames=12)
+    assert runner.run_clip(clip.pk).status == "succeeded"
+    clip.refresh_from_db()
+    body = actions.describe(clip)
+    run_s, usage = body["timings"]["run_s"], body["usage"]
+    assert 3.0 <= run_s < 3.5  # the lease's lifetime: three batches, not the 5 s wait for the pool
+    assert run_s == pytest.approx((clip.finished_at - clip.started_at).total_seconds(), abs=0.01)
+    assert float(usage["gpu_seconds"]) == pytest.approx(usage["share"] * run_s, abs=1e-3)
+    assert body["timings"]["fps_throughput"] == pytest.approx(12 / run_s, rel=1e-3)
+
+
+# --- work folders ---------------------------------------------------------------------------------
+
+def test_an_attempt_works_under_the_data_dir_and_cleans_up(org, pool, hooked, settings, tmp_path):
+    seen = []
+    work = tmp_path / "work"
+    hooked(lambda rendered: seen.append(sorted(p.name for p in work.iterdir())))
+    clip = new_clip(org, model="hooked-test", frames=8)
+    assert runner.run_clip(clip.pk).status == "succeeded"
+    # One folder while rendering (both batches saw it), named <clip id>.<claim>; none afterwards.
+    assert len(seen) == 2 and seen[0] == seen[1] and len(seen[0]) == 1 and seen[0][0].startswith(f"{clip.pk}.")
+    assert list(work.iterdir()) == []
+    del settings.CLIP_WORK_DIR
+    assert runner.work_root() == settings.DATA_DIR / "work" / "clips"
+
+
+def test_the_recovery_sweep_removes_work_folders_of_dead_attempts_only(org, settings, tmp_path):
+    from nextframe.clips.tasks import recover_stale_clips
+
+    settings.CLIP_STALE_AFTER_S = 10
+    now = timezone.now()
+    alive, dead, done = new_clip(org), new_clip(org), new_clip(org)
+    Clip.objects.filter(pk=alive.pk).update(status="running", claim="a1", claim_host="elsewhere", claim_pid=1,
+                                            heartbeat_at=now, attempts=1)
+    Clip.objects.filter(pk=dead.pk).update(status="running", claim="d2", claim_host="elsewhere", claim_pid=1,
+                                           heartbeat_at=now - timedelta(seconds=60), attempts=2)
+    Clip.objects.filter(pk=done.pk).update(status="succeeded")
+    work = tmp_path / "work"
+    keep = work / f"{alive.pk}.a1"
+    leftovers = [work / f"{alive.pk}.old-attempt", work / f"{dead.pk}.d2", work / f"{done.pk}.x",
+                 work / "not-a-clip"]
+    for folder in (keep, *leftovers):
+        folder.mkdir(parents=True)
+        (folder / "video.mp4.part").write_bytes(b"half an mp4")
+    recover_stale_clips()
+    assert sorted(p.name for p in work.iterdir()) == [keep.name]
+    assert runner.sweep_work_dirs() == 0
