@@ -13,7 +13,7 @@ Video-to-video sessions are fed synthetic frames at the session's rate; text-to-
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,17 @@ class AuditPlan:
             raise ValueError("an audit needs at least 2 sessions (the persistence check restarts one)")
         if self.idle_frames < 3 or self.controls < 1 or self.control_every < 1:
             raise ValueError("idle_frames >= 3, controls >= 1 and control_every >= 1 are required")
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"the size must be positive, got {self.width}x{self.height}")
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps:g}")
+
+    def as_plan(self) -> dict[str, Any]:
+        """What this plan asks for, as stored with the evidence (`Evidence.plan`); the timeout is left
+        out: it only decides when a measurement gives up, never what it measures."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "frame_timeout_s"}
+        out["fps"] = float(self.fps)
+        return {"kind": "live", **out}
 
 
 @dataclass
@@ -301,6 +312,7 @@ async def audit_live(transport: Transport, model: str, plan: AuditPlan | None = 
 
     ev = Evidence(model=model, kind=info.kind, transport=transport.name, width=plan.width, height=plan.height,
                   fps=plan.fps, sessions=plan.sessions, declared_tier=info.declared_tier)
+    ev.plan = plan.as_plan()
     ev.ttff_samples_ms = ttffs
     ev.ttff_ms = p50(ttffs)
     ev.fps_idle = _fps_windows([run.frames("idle"), run.frames("idle2")])

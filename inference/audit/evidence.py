@@ -7,6 +7,7 @@ Times are milliseconds, rates are per second, lags are in frames and millisecond
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +26,14 @@ def p50(values: Sequence[float]) -> float | None:
 
 def pmax(values: Sequence[float]) -> float | None:
     return round(float(max(values)), 3) if values else None
+
+
+def plan_key(plan: dict[str, Any] | None) -> str | None:
+    """Canonical JSON of an audit plan (fps as a float), so equal plans compare equal across storage."""
+    if not plan:
+        return None
+    norm = {k: (float(v) if k == "fps" and v is not None else v) for k, v in plan.items()}
+    return json.dumps(norm, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass
@@ -111,10 +120,16 @@ class Evidence:
     mid_run_control: bool | None = None
     server_reported: dict[str, Any] | None = None
     controls: list[dict[str, Any]] = field(default_factory=list)
+    plan: dict[str, Any] | None = None          # what was asked: size, fps, sessions, controls ... (see plan_key)
+    clip_timings: dict[str, Any] | None = None  # clip tier over REST: client-observed moments, ms
     measured_at: str = field(default_factory=now_iso)
     code_version: str | None = None
     tier: str | None = None
     reasons: list[str] = field(default_factory=list)
+
+    def plan_key(self) -> str | None:
+        """A canonical string of the plan this evidence was measured with (None: unknown)."""
+        return plan_key(self.plan)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

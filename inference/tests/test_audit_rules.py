@@ -1,11 +1,10 @@
-"""The written-down classification rules, the probe choice and the clip-tier audit."""
+"""The written-down classification rules and the probe choice (the clip tier: test_audit_clip.py)."""
 from __future__ import annotations
 
 import pytest
 
 from inference.audit import Evidence, classify
 from inference.audit.classifier import state_verdict
-from inference.audit.clip import audit_clip
 from inference.audit.pixels import change_threshold, choose_probe
 from inference.audit.ws_transport import models_url
 from inference.engines import get_spec
@@ -86,14 +85,6 @@ def test_change_threshold_stands_above_idle_motion():
 def test_models_url_is_derived_from_the_live_url():
     assert models_url("ws://h:8000/v1/live") == "http://h:8000/v1/models"
     assert models_url("wss://api.example.com/v1/live?x=1") == "https://api.example.com/v1/models"
-
-
-def test_clip_tier_is_fast_batch_with_the_whole_clip_as_its_first_frame():
-    ev = audit_clip("dreamfield", width=64, height=64, fps=30, frames=12, sessions=1)
-    assert ev.tier == "fast-batch", ev.reasons
-    assert ev.ttff_ms == ev.complete_ms and ev.ttff_ms > 0
-    assert ev.mid_run_control is False and ev.server_reported["frames_per_clip"] == 12
-    assert ev.server_reported["render_ms"] <= ev.ttff_ms
 
 
 def test_table_shows_the_verdict_the_disagreement_and_why():

@@ -62,6 +62,17 @@ def _plan():
     return AuditPlan(sessions=int(setting("NEXTFRAME_AUDIT_SESSIONS", 3)), width=int(w), height=int(h or w))
 
 
+#: The clip tier's audit: frames per clip and frame rate (size and sessions: the live plan's).
+CLIP_AUDIT_FRAMES = 30
+CLIP_AUDIT_FPS = 30
+
+
+def _clip_plan() -> tuple[int, int, int, int, int]:
+    """(width, height, fps, frames, sessions) of this deployment's clip-tier audit."""
+    plan = _plan()
+    return plan.width, plan.height, CLIP_AUDIT_FPS, CLIP_AUDIT_FRAMES, plan.sessions
+
+
 def code_version(model_id: str) -> str:
     from inference.audit.version import code_version as cv
 
@@ -160,15 +171,26 @@ def run_audit(model_id: str, source: str, run: AuditRun | None = None, transport
 
 
 def run_clip_audit(model_id: str, source: str) -> AuditRun:
-    """Measure `model_id`'s clip tier (time to the playable file) and store it."""
+    """Measure `model_id`'s clip tier (first frame deliverable vs last frame computed) and store it.
+
+    It renders in this process under a clip-priority pool lease (`clip_reservation`), like a clip job.
+    """
+    from inference.audit import AuditError
     from inference.audit.clip import audit_clip
     from inference.engines import get_spec
 
+    from nextframe.audits.transport import clip_reservation
+
     get_spec(model_id)
     run = AuditRun.objects.create(model_id=model_id, kind="clip", source=source, status="running")
-    plan = _plan()
     try:
-        ev = audit_clip(model_id, width=plan.width, height=plan.height, fps=30, frames=30, sessions=plan.sessions)
+        width, height, fps, frames, sessions = _clip_plan()
+        with clip_reservation(model_id, width, height, fps) as guard:
+            ev = audit_clip(model_id, width=width, height=height, fps=fps, frames=frames, sessions=sessions,
+                            guard=guard)
+    except AuditError as exc:
+        log.warning("clip audit of %s failed: %s", model_id, exc)
+        return _fail(run, str(exc))
     except Exception as exc:  # a background job must end in a state, never stay "running"
         log.exception("clip audit of %s failed", model_id)
         return _fail(run, f"{type(exc).__name__}: {exc}")

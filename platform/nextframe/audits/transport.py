@@ -4,11 +4,15 @@ Each audit session reserves its share of a device from the pool at *clip* priori
 so a background audit never takes capacity a live session needs (it fails with
 capacity_unavailable instead, and is retried later), and it runs on the same DeviceRuntime the live
 consumer uses: the numbers are the ones a client of this node gets, minus the network.
+`clip_reservation` does the same for the in-process clip audit, which renders and encodes in this
+process: it holds a clip-priority lease (the share a clip job of that size would take) while it
+renders, and stops with `preempted` when a live session takes the lease back.
 """
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from inference.audit import AuditError, RuntimeTransport
 
@@ -52,3 +56,40 @@ class DeploymentTransport(RuntimeTransport):
 
     async def aclose(self) -> None:
         return None  # the runtimes belong to the node's LiveHost
+
+
+@contextmanager
+def clip_reservation(model: str, width: int, height: int, fps: float) -> Iterator[Callable[[], None]]:
+    """Hold a clip-priority pool lease for an in-process clip audit; yields the render's `guard`.
+
+    The share is what a clip job of this size reserves (the engine's cost, at least CLIP_MIN_SHARE).
+    The guard raises AuditError("preempted") once the lease is lost; the lease is released on exit.
+    Raises AuditError("capacity_unavailable") when no device has room.
+    """
+    from django.conf import settings
+
+    from inference.engines import get_spec
+    from inference.pool import CapacityUnavailable, ConcurrencyLimit
+
+    from nextframe.live.host import get_host
+
+    host = get_host()
+    cost = get_spec(model).cost(width, height, fps)
+    share = max(cost.compute_share, float(getattr(settings, "CLIP_MIN_SHARE", 0.05)))
+    try:
+        res = host.pool.reserve(AUDIT_ORG, f"audit-clip-{uuid.uuid4().hex[:12]}", share,
+                                memory_bytes=cost.memory_bytes, priority="clip")
+    except (CapacityUnavailable, ConcurrencyLimit) as exc:
+        raise AuditError("capacity_unavailable", f"no device capacity for a clip audit: {exc}") from None
+    lost: list[str] = []
+    host.keep(res, on_lost=lost.append)
+
+    def guard() -> None:
+        if lost:
+            raise AuditError("preempted", f"the clip audit's pool lease was lost ({lost[0]})")
+
+    try:
+        yield guard
+    finally:
+        host.forget(res)
+        host.pool.release(host.current(res))

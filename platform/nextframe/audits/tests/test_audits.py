@@ -167,7 +167,8 @@ def test_cli_clip_tier_is_fast_batch(capsys):
 
     assert main(["--model", "stylize", "--clip", "--json", "--sessions", "2", "--no-record"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["tier"] == "fast-batch" and out["ttff_ms"] == out["complete_ms"]
+    # Two measured moments: the file is published after the last frame was computed.
+    assert out["tier"] == "fast-batch" and out["ttff_ms"] > out["complete_ms"] > 0
 
 
 def test_cli_bad_usage_exits_2(capsys):

@@ -1,0 +1,148 @@
+"""The clip-tier audit measures two moments, so a renderer that streams playable output early is caught."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from inference.audit import AuditError
+from inference.audit import pixels as px
+from inference.audit.clip import ClipEvents, audit_clip, check_clip_size
+from inference.audit.clip_rest import audit_clip_url
+from inference.video import encode_mp4
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, ms: float) -> None:
+        self.t += ms / 1000.0
+
+
+class ScriptedTier:
+    """A clip tier on a fake clock: 10 ms per frame; `early` publishes a playable 1-frame file after frame 0."""
+
+    name = "scripted"
+
+    def __init__(self, clock: FakeClock, early: bool) -> None:
+        self.clock, self.early = clock, early
+
+    def render(self, model, width, height, fps, frames, seed, workdir, events: ClipEvents) -> None:
+        out = []
+        for i in range(frames):
+            self.clock.advance(10)
+            out.append(px.pattern(width, height, i))
+            events.frame_computed()
+            if self.early and i == 0:
+                first = os.path.join(workdir, "first.mp4")
+                encode_mp4(out[:1], first, fps=fps, width=width, height=height)
+                events.publish(first)  # a streaming renderer: the first frame downloads now
+        self.clock.advance(5)  # encoding the rest
+        whole = os.path.join(workdir, "whole.mp4")
+        encode_mp4(out, whole, fps=fps, width=width, height=height)
+        events.publish(whole)
+
+
+def test_a_tier_that_delivers_its_first_frame_early_is_not_fast_batch():
+    clock = FakeClock()
+    ev = audit_clip("identity", width=32, height=32, fps=30, frames=10, sessions=2,
+                    tier=ScriptedTier(clock, early=True), clock=clock)
+    assert ev.ttff_ms == pytest.approx(10.0) and ev.complete_ms == pytest.approx(100.0)
+    assert ev.tier != "fast-batch", ev.reasons
+
+
+def test_a_tier_that_publishes_only_the_whole_clip_is_fast_batch():
+    clock = FakeClock()
+    ev = audit_clip("identity", width=32, height=32, fps=30, frames=10, sessions=2,
+                    tier=ScriptedTier(clock, early=False), clock=clock)
+    assert ev.ttff_ms == pytest.approx(105.0) and ev.complete_ms == pytest.approx(100.0)
+    assert ev.tier == "fast-batch", ev.reasons
+
+
+def test_the_in_process_clip_tier_measures_both_moments():
+    ev = audit_clip("dreamfield", width=64, height=64, fps=30, frames=12, sessions=1)
+    assert ev.tier == "fast-batch", ev.reasons
+    # Measured, not assigned: the file is published after the last frame was computed and encoded.
+    assert 0 < ev.complete_ms < ev.ttff_ms
+    assert ev.clip_timings["publish_after_last_frame_ms"] > 0
+    assert ev.mid_run_control is False and ev.server_reported["frames_per_clip"] == 12
+    assert ev.plan == {"kind": "clip", "width": 64, "height": 64, "fps": 30.0, "frames": 12, "sessions": 1}
+
+
+def test_a_lost_lease_stops_the_clip_render():
+    def guard() -> None:
+        raise AuditError("preempted", "the pool lease was taken back")
+
+    with pytest.raises(AuditError) as err:
+        audit_clip("identity", width=32, height=32, frames=4, sessions=1, guard=guard)
+    assert err.value.code == "preempted"
+
+
+@pytest.mark.parametrize("size, fps, message", [((63, 64), 30, "even"), ((64, 64), 29.97, "whole number"),
+                                                ((4096, 4096), 30, "outside"), ((0, 0), 30, "outside"),
+                                                ((64, 64), 0, "whole number")])
+def test_clip_sizes_and_rates_are_checked_before_rendering(size, fps, message):
+    with pytest.raises(ValueError, match=message):
+        check_clip_size("dreamfield", size[0], size[1], fps)
+
+
+class ScriptedClipApi:
+    """A clip REST API on a fake clock: rendering takes `render_polls` polls; `early` serves a playable
+    partial video from the first poll (a streaming renderer), else only once the clip succeeded."""
+
+    def __init__(self, clock: FakeClock, early: bool, render_polls: int = 10, frames: int = 6) -> None:
+        self.clock, self.early, self.render_polls, self.frames = clock, early, render_polls, frames
+        self.polls = 0
+        self.partial = self._mp4(1)
+        self.whole = self._mp4(frames)
+
+    def _mp4(self, n: int) -> bytes:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "v.mp4")
+            encode_mp4([px.pattern(32, 32, i) for i in range(n)], path, fps=30, width=32, height=32)
+            with open(path, "rb") as fh:
+                return fh.read()
+
+    def __call__(self, method, url, key, body=None, content_type=None):
+        if url.endswith("/models"):
+            return 200, json.dumps({"data": [{"id": "identity", "kind": "text-to-video"}]}).encode()
+        if method == "POST":
+            return 202, b'{"id": 7}'
+        if method == "DELETE":
+            return 204, b""
+        done = self.polls >= self.render_polls
+        if url.endswith("/video"):
+            if done:
+                return 200, self.whole
+            return (200, self.partial) if self.early and self.polls >= 1 else (409, b"{}")
+        self.polls += 1
+        state = "queued" if self.polls == 1 else ("succeeded" if self.polls >= self.render_polls else "running")
+        frames_done = self.frames if state == "succeeded" else 0
+        return 200, json.dumps({"status": state, "progress": {"frames": self.frames, "frames_done": frames_done},
+                                "timings": {}}).encode()
+
+
+@pytest.mark.parametrize("early, tier", [(True, "streaming"), (False, "fast-batch")])
+def test_the_rest_clip_audit_keeps_polling_until_both_moments_are_seen(early, tier):
+    clock = FakeClock()
+    api = ScriptedClipApi(clock, early)
+    ev = audit_clip_url("ws://h/v1/live", "k", "identity", width=32, height=32, fps=30, frames=6, sessions=1,
+                        poll_s=0.05, request=api, clock=clock, sleep=lambda s: clock.advance(s * 1000))
+    assert ev.tier == tier, ev.reasons
+    assert ev.clip_timings["queued_ms"] == pytest.approx(0.0)  # seen queued at the first poll, right away
+    if early:
+        assert ev.ttff_ms < 0.8 * ev.complete_ms
+    else:
+        assert ev.ttff_ms >= ev.complete_ms
+
+
+def test_the_rest_clip_audit_refuses_fractional_fps():
+    with pytest.raises(ValueError, match="whole number"):
+        audit_clip_url("ws://h/v1/live", "k", "identity", fps=29.97, request=lambda *a, **k: (500, b""))
