@@ -194,6 +194,8 @@ def kill_mid_job_then_check(platform, tmp_path, whole_worker: bool) -> None:
     # Mid-job: the first batch is rendered and recorded, the second is held at the gate.
     wait_for(lambda: platform.clip(clip_id, acme)["progress"]["frames_done"] == 4, 60, "the first batch", [worker])
     assert platform.clip(clip_id, acme)["status"] == "running"
+    work = tmp_path / "data" / "work" / "clips"  # the attempts' scratch space, under the data dir
+    assert [p.name.split(".")[0] for p in work.iterdir()] == [clip_id]
     if whole_worker:
         # Main process and pool child: with the filesystem broker the message dies with them.
         os.killpg(worker.pid, signal.SIGKILL)
@@ -235,6 +237,8 @@ def kill_mid_job_then_check(platform, tmp_path, whole_worker: bool) -> None:
     assert sorted(per_pid.values()) == [4, 24], per_pid
     # One stored video: the killed attempt published nothing.
     assert len(list((tmp_path / "data" / "media").rglob("*.mp4"))) == 1
+    # The killed attempt never cleaned up after itself: the recovery sweep removes its work folder.
+    wait_for(lambda: not any(work.iterdir()), 30, "the dead attempt's work folder to be swept")
 
 
 def test_killed_worker_the_job_finishes_exactly_once(platform, tmp_path):
