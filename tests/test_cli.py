@@ -16,9 +16,16 @@ def test_createorg_with_quotas(capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-def test_createorg_rejects_a_bad_limit(capsys):
-    assert cli.main(["createorg", "x", "--gpu-seconds-limit", "lots"]) == 1
-    assert "not a number" in capsys.readouterr().err
+@pytest.mark.parametrize("args, message", [
+    (["x", "--gpu-seconds-limit", "lots"], "not a number"),
+    (["x", "--gpu-seconds-limit", "inf"], ">= 0"),
+    (["x", "--max-live-sessions", "-1"], ">= 0"),
+    (["Bad name!"], "must be a slug"),
+])
+def test_createorg_rejects_bad_input_with_a_message(capsys, args, message):
+    assert cli.main(["createorg", *args]) == 1
+    assert message in capsys.readouterr().err
+    assert not Organization.objects.exists()
 
 
 def test_createkey_prints_the_key_alone_on_its_last_line(capsys, org):

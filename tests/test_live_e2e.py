@@ -96,7 +96,15 @@ def test_a_message_over_the_largest_frame_is_refused_by_daphne_and_the_server_li
             await ws.send(protocol.pack_input_frame(1, 1, big))
             answer = await asyncio.wait_for(ws.recv(), 10)
             assert isinstance(answer, bytes) or json.loads(answer)["type"] in {"error", "metrics"}
+            # Just over the largest frame: a non-fatal bad_frame from the application.
             await ws.send(protocol.pack_input_frame(2, 2, b"\xff\xd8" + b"\0" * (MAX_FRAME_BYTES + 1024)))
+            while True:
+                answer = await asyncio.wait_for(ws.recv(), 10)
+                if isinstance(answer, str) and json.loads(answer)["type"] == "error":
+                    assert json.loads(answer)["code"] == "bad_frame"
+                    break
+            # Far over it: refused by daphne while it arrives.
+            await ws.send(protocol.pack_input_frame(3, 3, b"\xff\xd8" + b"\0" * (MAX_FRAME_BYTES + 2 * 2**20)))
             try:
                 while True:
                     await asyncio.wait_for(ws.recv(), 10)
@@ -118,3 +126,57 @@ def test_a_message_over_the_largest_frame_is_refused_by_daphne_and_the_server_li
         # The dropped connection still freed its reservation and recorded its session.
         status, listing = http("GET", f"{server.base}/v1/sessions?status=active", server.key)
         assert status == 200 and listing["data"] == []
+
+
+def test_no_capacity_closes_with_1013_and_its_reason_on_a_real_server(tmp_path):
+    with running_server(tmp_path, {"NEXTFRAME_CPU_CAPACITY": "0"}) as server:
+        async def attempt():
+            async with LiveClient(server.ws, key=server.key) as client:
+                await client.start("dreamfield", width=64, height=64)
+
+        with pytest.raises(LiveClientError) as refused:
+            asyncio.run(attempt())
+        assert refused.value.code == "capacity_unavailable" and refused.value.close_code == 1013
+        assert refused.value.retry_after_s and refused.value.retry_after_s > 0
+
+
+def test_http_bodies_chunked_or_huge_are_refused_before_they_are_buffered(tmp_path):
+    import http.client as httpclient
+
+    with running_server(tmp_path) as server:
+        conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.putrequest("POST", "/v1/tickets")
+        conn.putheader("Authorization", f"Bearer {server.key}")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        conn.send(b'b\r\n{"bogus": 1\r\n0\r\n\r\n')
+        response = conn.getresponse()
+        assert response.status == 411 and json.loads(response.read())["error"]["code"] == "length_required"
+        conn.close()
+
+        # A declared length over the largest upload: 413 at once, nothing read.
+        conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.putrequest("POST", "/v1/clips")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(10 ** 12))
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 413 and json.loads(response.read())["error"]["code"] == "payload_too_large"
+
+        # A chunked body that keeps coming: cut off with 413 once it passes the limit.
+        conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.putrequest("POST", "/healthz")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        chunk = b"%x\r\n%s\r\n" % (2**20, b"\0" * 2**20)
+        sent = 0
+        try:
+            for _ in range(200):  # 200 MiB at most; the limit is 64 MiB
+                conn.send(chunk)
+                sent += 1
+        except OSError:
+            pass  # the server closed the connection: what we want
+        response = conn.getresponse()
+        assert response.status == 413 and sent < 200
+        assert http("GET", f"{server.base}/healthz")[0] == 200

@@ -35,6 +35,8 @@ def test_scaled_out_settings_from_urls(tmp_path):
         ({"NEXTFRAME_ENV": "production", "SECRET_KEY": "k" * 50, "DEBUG": "1", "NEXTFRAME_ALLOWED_HOSTS": "x"}, "DEBUG must be off"),
         ({"NEXTFRAME_CPU_CAPACITY": "lots"}, "NEXTFRAME_CPU_CAPACITY='lots' is not a number"),
         ({"DEBUG": "maybe"}, "is not a boolean"),
+        ({"NEXTFRAME_LIVE_MAX_DURATION_S": "nan"}, "must be a finite number"),
+        ({"NEXTFRAME_CPU_CAPACITY": "inf"}, "must be a finite number"),
     ],
 )
 def test_unsafe_or_malformed_configuration_fails_with_a_clear_message(tmp_path, env, message):

@@ -83,7 +83,10 @@ class ParamSpec:
                     raise InvalidParams(f"{where} must be an integer, got {value}")
                 value = int(value)
             else:
-                value = float(value)
+                try:
+                    value = float(value)
+                except OverflowError:  # an integer with hundreds of digits is valid JSON
+                    raise InvalidParams(f"{where} is far out of range") from None
                 if not math.isfinite(value):
                     raise InvalidParams(f"{where} must be finite")
             if self.min is not None and value < self.min:

@@ -59,7 +59,8 @@ def test_validate_params_rejects_unknown_names_wrong_types_and_out_of_range():
     assert spec.resolve_params({"palette": "fire"})["palette"] == "fire"
     for bad, msg in [({"nope": 1}, "unknown param"), ({"zoom": "big"}, "number"), ({"zoom": True}, "number"),
                      ({"zoom": 100.0}, "maximum"), ({"zoom": -1}, "minimum"), ({"palette": "plaid"}, "not one of"),
-                     ({"speed": float("nan")}, "finite"), ([1, 2], "object")]:
+                     ({"speed": float("nan")}, "finite"), ({"speed": 10 ** 400}, "out of range"),
+                     ([1, 2], "object")]:
         with pytest.raises(InvalidParams, match=msg) as e:
             spec.validate_params(bad)  # type: ignore[arg-type]
         assert e.value.code == "invalid_params"

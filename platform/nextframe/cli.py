@@ -54,19 +54,41 @@ def bootstrap_default_org() -> str | None:
     return key
 
 
-def _children_commands(host: str, port: int) -> dict[str, list[str]]:
+# A frame up to this much over the largest accepted JPEG still reaches the application, which
+# answers it with a non-fatal bad_frame; anything larger is refused by daphne while it arrives
+# (close 1009), so memory never grows with what a client sends.
+WEBSOCKET_HEADROOM_BYTES = 1 << 20
+
+
+def websocket_size_args() -> list[str]:
     from inference.codec import MAX_FRAME_BYTES
     from inference.protocol import INPUT_HEADER_BYTES
 
+    limit = str(MAX_FRAME_BYTES + INPUT_HEADER_BYTES + WEBSOCKET_HEADROOM_BYTES)
+    return ["--websocket-max-message-size", limit, "--websocket-max-frame-size", limit]
+
+
+def _wait_for_port(host: str, port: int, child: subprocess.Popen, timeout_s: float = 60.0) -> bool:
+    """True once the web server accepts connections (False if it died or took too long)."""
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.poll() is None:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _children_commands(host: str, port: int) -> dict[str, list[str]]:
     from nextframe.celery import QUEUES
 
     return {
         "web": [
-            sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
-            # A message larger than the largest accepted frame is refused by the server itself,
-            # before it is buffered: memory never grows with what a client sends.
-            "--websocket-max-message-size", str(MAX_FRAME_BYTES + INPUT_HEADER_BYTES),
-            "--websocket-max-frame-size", str(MAX_FRAME_BYTES + INPUT_HEADER_BYTES),
+            sys.executable, "-m", "nextframe.web", "-b", host, "-p", str(port),
+            *websocket_size_args(),
             "nextframe.asgi:application",
         ],
         "worker": [
@@ -99,6 +121,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     for name, command in _children_commands(args.host, args.port).items():
         children[name] = subprocess.Popen(command, env=env)
+    # Announce the URLs (and the key) only once the server really answers on them.
+    _wait_for_port(args.host, args.port, children["web"])
     base = f"http://{args.host}:{args.port}"
     print(f"NextFrame is up (data dir {settings.DATA_DIR}, database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
           f"broker {settings.CELERY_BROKER_URL.split(':', 1)[0]})")
@@ -136,13 +160,19 @@ def cmd_createorg(args: argparse.Namespace) -> int:
     _setup_django(args.data_dir)
     from nextframe.tenancy import actions
 
+    from django.utils.text import slugify
+
+    if slugify(args.name) != args.name or not args.name:
+        return _fail(f"organisation name {args.name!r} must be a slug: lowercase letters, digits, '-' or '_'")
+    if args.max_live_sessions < 0:
+        return _fail("--max-live-sessions must be >= 0")
     limit = None
     if args.gpu_seconds_limit is not None:
         try:
             limit = Decimal(args.gpu_seconds_limit)
         except InvalidOperation:
             return _fail(f"--gpu-seconds-limit {args.gpu_seconds_limit!r} is not a number")
-        if limit < 0:
+        if not limit.is_finite() or limit < 0:
             return _fail("--gpu-seconds-limit must be >= 0")
     try:
         org = actions.create_org(args.name, max_live_sessions=args.max_live_sessions, gpu_seconds_limit=limit)

@@ -10,7 +10,8 @@ class BodySizeLimitMiddleware:
     """Refuse oversize bodies under /v1/ with 413 before anything reads them.
 
     Multipart uploads (clip inputs) get MAX_UPLOAD_BYTES, everything else MAX_JSON_BODY_BYTES.
-    A body without Content-Length (chunked) is left to Django's own DATA_UPLOAD_MAX_MEMORY_SIZE.
+    A chunked body (no Content-Length) is refused with 411. The server itself (nextframe.web) also
+    refuses any body beyond the largest upload while it arrives, before it is buffered.
     """
 
     def __init__(self, get_response):
@@ -18,6 +19,10 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         if request.path.startswith("/v1/"):
+            if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not request.META.get("CONTENT_LENGTH"):
+                # Django reads no body without a length: a chunked request would look empty and
+                # be acted on as if it had sent nothing. Ask for a length instead.
+                return json_error("length_required", "send the body with a Content-Length (chunked bodies are not accepted)", 411)
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

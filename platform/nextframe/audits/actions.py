@@ -73,6 +73,27 @@ def _clip_plan() -> tuple[int, int, int, int, int]:
     return plan.width, plan.height, CLIP_AUDIT_FPS, CLIP_AUDIT_FRAMES, plan.sessions
 
 
+def deployment_plan(kind: str = "live") -> dict[str, Any]:
+    """The plan this deployment audits with (settings NEXTFRAME_AUDIT_SIZE, NEXTFRAME_AUDIT_SESSIONS):
+    only runs measured with it are published. Same shape as `Evidence.plan`."""
+    if kind == "clip":
+        width, height, fps, frames, sessions = _clip_plan()
+        return {"kind": "clip", "width": width, "height": height, "fps": float(fps), "frames": frames,
+                "sessions": sessions}
+    return _plan().as_plan()
+
+
+def deployment_plan_key(kind: str = "live") -> str:
+    from inference.audit.evidence import plan_key
+
+    return plan_key(deployment_plan(kind)) or ""
+
+
+def is_published(run: AuditRun) -> bool:
+    """Whether `run` counts as this deployment's evidence: measured with the deployment's plan."""
+    return bool(run.plan_key) and run.plan_key == deployment_plan_key(run.kind)
+
+
 def code_version(model_id: str) -> str:
     from inference.audit.version import code_version as cv
 
@@ -92,7 +113,9 @@ def _staleness(run: AuditRun) -> tuple[bool, str | None]:
 
 
 def _latest(model_id: str, kind: str) -> AuditRun | None:
-    return (AuditRun.objects.filter(model_id=model_id, kind=kind, status="succeeded")
+    """The newest successful run measured with the deployment's plan (others are kept, unpublished)."""
+    return (AuditRun.objects.filter(model_id=model_id, kind=kind, status="succeeded",
+                                    plan_key=deployment_plan_key(kind))
             .order_by("-measured_at", "-id").first())
 
 
@@ -126,13 +149,20 @@ def needs_audit(model_id: str) -> bool:
 # --- recording ------------------------------------------------------------------------------------
 
 def record(evidence: dict, source: str, kind: str = "live", run: AuditRun | None = None) -> AuditRun:
-    """Store a finished audit's evidence (from any transport: the CLI records its own too)."""
+    """Store a finished audit's evidence (from any transport: the CLI records its own too).
+
+    Whatever the source, the run is published (`is_published`) only when `evidence["plan"]` is the
+    deployment's audit plan; evidence without a plan is kept but never published.
+    """
     run = run or AuditRun(model_id=evidence["model"], kind=kind, source=source)
     run.status = "succeeded"
     run.tier = evidence.get("tier") or ""
     run.declared_tier = evidence.get("declared_tier") or ""
     run.evidence = evidence
     run.code_version = evidence.get("code_version") or code_version(run.model_id)
+    from inference.audit.evidence import plan_key
+
+    run.plan_key = plan_key(evidence.get("plan")) or ""
     measured = parse_datetime(evidence.get("measured_at") or "") if evidence.get("measured_at") else None
     run.measured_at = measured or timezone.now()
     run.error = ""

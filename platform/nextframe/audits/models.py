@@ -1,4 +1,8 @@
-"""AuditRun: one measurement of one model's tier on this deployment (live path or clip tier)."""
+"""AuditRun: one measurement of one model's tier on this deployment (live path or clip tier).
+
+Every run is kept; GET /v1/models publishes only runs measured with the deployment's audit plan
+(`plan_key`), so an ad-hoc CLI run at another size or rate never replaces the published evidence.
+"""
 from __future__ import annotations
 
 from django.db import models
@@ -17,7 +21,13 @@ class AuditRun(models.Model):
     declared_tier = models.CharField(max_length=16, blank=True, default="")
     evidence = models.JSONField(default=dict, blank=True)
     code_version = models.CharField(max_length=32, blank=True, default="")
+    # The canonical plan the run was measured with (`inference.audit.evidence.plan_key`); only runs
+    # whose plan is the deployment's audit plan are published in GET /v1/models.
+    plan_key = models.CharField(max_length=400, blank=True, default="")
     error = models.TextField(blank=True, default="")
+    # Who asked for an on-demand audit (None: start-up or CLI): the per-organisation hourly limit counts these.
+    organization = models.ForeignKey("tenancy.Organization", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     measured_at = models.DateTimeField(null=True, blank=True)
 

@@ -4,6 +4,10 @@ frame loop in `inference.runtime`.
 Frames never travel through the channel layer: binary input goes straight into the session's
 latest-wins slot, output frames come back from the runtime's worker threads into a small bounded
 buffer and out of the socket. The channel layer carries only control-plane events (key revoked).
+
+Whatever happens - a client error, a bug, a server shutdown cancelling the consumer - a session
+that was started is ended exactly once: its runtime session closed, its reservation released and
+its record written (`_end`, or `_abandon` when the event loop can no longer be relied on).
 """
 from __future__ import annotations
 
@@ -30,26 +34,41 @@ log = logging.getLogger(__name__)
 OUTPUT_BUFFER = 2
 # How often a running session re-reads its key's revocation from the database.
 KEY_RECHECK_S = 2.0
-# A record whose process stopped checkpointing this long ago belongs to a dead process.
+# A record whose process stopped checkpointing this long ago belongs to a dead process; each
+# process looks for such records at most this often.
 STALE_RECORD_S = 60.0
-_swept = False
+SWEEP_EVERY_S = 30.0
+# Consecutive failed ticks (database unreachable, say) before a session ends with server_error:
+# without its ticks, quota, idle, duration and revocation would go unenforced.
+MAX_FAILED_TICKS = 5
+_last_sweep = 0.0
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
     """One WebSocket = at most one live session at a time."""
 
+    principal = None
+    handle = None
+    reservation = None
+    record_id = None
+    ended = False
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Cancelled by a server shutdown, or died of a bug: no disconnect handler will run.
+            if self.handle is not None and not self.ended:
+                self._abandon("server_error")
+
     async def connect(self):
-        self.principal = None
-        self.handle = None
-        self.reservation = None
-        self.record_id = None
-        self.ended = False
         self.tasks: list[asyncio.Task] = []
         self.loop = asyncio.get_running_loop()
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.pending = 0
         self.pending_lock = threading.Lock()
         self.group = None
+        self.last_control_seq = 0
         self.text_tokens = float(settings.LIVE_TEXT_RATE_PER_S)
         self.text_refill_at = time.monotonic()
         try:
@@ -60,13 +79,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         await self.accept()
         if not self.principal.has_scope("live"):
+            self.principal = None
             await self.close(code=protocol.CLOSE_FORBIDDEN, reason="this API key lacks the 'live' scope")
             return
-        global _swept
-        if not _swept:
-            _swept = True
-            # Records left `active` by a process that died (no checkpoint for a minute) are ended.
-            await database_sync_to_async(actions.sweep_stale)(STALE_RECORD_S)
+        await _sweep_now_and_then()
         if self.principal.api_key is not None:
             self.group = tenancy.key_group(self.principal.api_key.key_id)
             await self.channel_layer.group_add(self.group, self.channel_name)
@@ -95,8 +111,19 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self._end("client", send=False)
 
     async def receive(self, text_data=None, bytes_data=None):
-        if self.principal is None or (self.ended and self.handle is not None):
+        if self.principal is None or self.ended:
             return
+        try:
+            await self._dispatch(text_data, bytes_data)
+        except Exception:
+            # A bug must not leave a session running unseen (holding capacity, accruing usage).
+            log.exception("live consumer failed on a client message")
+            if self.handle is not None:
+                await self._end("server_error")
+            else:
+                await self._error("bad_message", "the server could not process this message")
+
+    async def _dispatch(self, text_data, bytes_data) -> None:
         if bytes_data is not None:
             await self._on_frame(bytes_data)
             return
@@ -136,27 +163,31 @@ class LiveConsumer(AsyncWebsocketConsumer):
         from inference.pool import CapacityUnavailable, ConcurrencyLimit
         from inference.runtime import SessionConfig
 
-        if self.handle is not None or self.ended:
+        if self.handle is not None:
             await self._error("bad_message", "a session is already running on this socket")
             return
         try:
             spec = get_spec(msg.model)
-            config = SessionConfig(engine_id=msg.model, width=msg.width, height=msg.height, fps=msg.fps,
-                                   prompt=msg.prompt or "", params=msg.params or {})
-            width, height, fps, params = _resolve(spec, config)
+            width, height, fps = spec.resolve_size(msg.width, msg.height, msg.fps)
+            spec.validate_params(msg.params or {})
+            spec.validate_prompt(msg.prompt or "")
         except UnknownModel as exc:
             await self._error("unknown_model", str(exc))
             return
         except InvalidParams as exc:
             await self._error("invalid_params", str(exc))
             return
+        # Revoked after this socket opened (and the revocation did not reach this process's layer).
+        if await database_sync_to_async(_key_revoked)(self.principal):
+            await self.close(code=protocol.CLOSE_UNAUTHENTICATED, reason="API key has been revoked")
+            self.principal = None
+            return
         org = self.principal.organization
         remaining = await database_sync_to_async(actions.quota_remaining)(org)
         if remaining is not None and remaining <= 0:
             await self._error("quota_exceeded", "the organisation's monthly GPU-seconds are used up")
-            await self.close(code=protocol.CLOSE_FORBIDDEN)
+            await self.close(code=protocol.CLOSE_FORBIDDEN, reason="quota exceeded")
             return
-        self.quota_remaining = remaining
         cost = spec.cost(width, height, fps)
         session_id = new_session_id()
         host = get_host()
@@ -165,47 +196,46 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 host.pool.reserve, str(org.pk), session_id, cost.compute_share, cost.memory_bytes, "live",
                 org.max_live_sessions,
             )
-        except ConcurrencyLimit as exc:
+        except ConcurrencyLimit:
             await self._error("concurrency_limit", f"the organisation already runs its maximum of {org.max_live_sessions} live sessions")
-            await self.close(code=protocol.CLOSE_CONCURRENCY)
+            await self.close(code=protocol.CLOSE_CONCURRENCY, reason="concurrency limit")
             return
         except CapacityUnavailable as exc:
             await self._error("capacity_unavailable", "no device has room for this session right now",
                               retry_after_s=exc.retry_after_s)
-            await self.close(code=protocol.CLOSE_TRY_AGAIN)
+            await self.close(code=protocol.CLOSE_TRY_AGAIN, reason="no capacity")
             return
         try:
+            tier = await database_sync_to_async(_catalog_tier)(spec)
             runtime = host.runtime_for(self.reservation.device_id)
+            config = SessionConfig(engine_id=spec.id, width=width, height=height, fps=fps,
+                                   prompt=msg.prompt or "", params=msg.params or {})
             self.handle = runtime.open_session(
                 config, on_output=self._on_output_threadsafe,
                 on_control_applied=self._on_control_applied_threadsafe, on_error=self._on_error_threadsafe,
             )
             self.handle.set_gpu_share(self.reservation.share)
             host.keep(self.reservation, self._on_lease_lost_threadsafe)
-            self.price = spec.price_per_gpu_second
-            self.spec = spec
-            self.started_at = time.monotonic()
-            self.last_input_at = self.started_at
+            self.price, self.spec, self.org = spec.price_per_gpu_second, spec, org
+            self.started_at = self.last_input_at = time.monotonic()
             record = await database_sync_to_async(actions.open_record)(
-                session_id=session_id, org=org, api_key=self.principal.api_key, model=spec.id,
-                tier=spec.declared_tier, width=self.handle.width, height=self.handle.height, fps=int(round(self.handle.fps)),
+                session_id=session_id, org=org, api_key=self.principal.api_key, model=spec.id, tier=tier,
+                width=self.handle.width, height=self.handle.height, fps=int(round(self.handle.fps)),
                 device=self.reservation.device_id, share=self.reservation.share, node=self.reservation.node_id,
             )
             self.record_id = record.pk
-        except Exception as exc:
-            log.exception("could not start a live session")
-            await self._release()
-            msg_type = getattr(exc, "code", None)
-            if msg_type in ("invalid_params", "unknown_model"):
-                await self._error(msg_type, str(exc))
-                return
-            await self._error("bad_message", "the session could not be started")
-            return
-        tier = await database_sync_to_async(_catalog_tier)(spec)
+        except BaseException:
+            # Nothing half-started survives: no runtime session, no lease, no record.
+            if self.handle is not None:
+                self.handle.close()
+                self.handle = None
+            await asyncio.shield(self._release())
+            raise
         await self.send(text_data=protocol.session_ready(
             session_id=session_id, model=spec.id, tier=tier, width=self.handle.width,
             height=self.handle.height, fps=int(round(self.handle.fps)), frame_budget_ms=self.handle.frame_budget_ms,
-            device=self.reservation.device_id, share=self.reservation.share, price_per_gpu_second=spec.price_per_gpu_second, currency=actions.CURRENCY,
+            device=self.reservation.device_id, share=self.reservation.share,
+            price_per_gpu_second=spec.price_per_gpu_second, currency=actions.CURRENCY,
         ))
         self.tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._ticker())]
 
@@ -217,10 +247,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.handle is None:
             await self._error("not_started", "no session is running; send session.start first")
             return
+        if msg.seq <= self.last_control_seq:
+            # control_seq in output headers names the newest control; an older seq would lie there.
+            await self.send(text_data=protocol.control_rejected(
+                msg.seq, "invalid_params", f"seq must increase: the last control was {self.last_control_seq}"))
+            return
         try:
             self.handle.apply_control(msg.seq, prompt=msg.prompt, params=msg.params)
         except InvalidParams as exc:
             await self.send(text_data=protocol.control_rejected(msg.seq, "invalid_params", str(exc)))
+            return
+        self.last_control_seq = msg.seq
 
     async def _on_frame(self, data: bytes) -> None:
         from inference.engines import BadFrame
@@ -265,40 +302,68 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _sender(self) -> None:
         while True:
             kind, item = await self.outbox.get()
-            if kind == "frame":
-                with self.pending_lock:
-                    self.pending -= 1
-                await self.send(bytes_data=protocol.pack_output_frame(
-                    item.frame_index, item.input_seq, item.input_capture_ts_us, item.control_seq, item.jpeg))
-            else:
-                await self.send(text_data=item)
+            try:
+                if kind == "frame":
+                    with self.pending_lock:
+                        self.pending -= 1
+                    await self.send(bytes_data=protocol.pack_output_frame(
+                        item.frame_index, item.input_seq, item.input_capture_ts_us, item.control_seq, item.jpeg))
+                else:
+                    await self.send(text_data=item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("live session %s could not send; ending it", self.record_id)
+                await self._end("server_error", send=False)
+                return
 
     async def _ticker(self) -> None:
         """About once a second: metrics to the client, usage to the database, limits checked."""
-        interval = settings.LIVE_METRICS_INTERVAL_S
-        next_key_check = time.monotonic() + KEY_RECHECK_S
+        failures = 0
+        self.next_key_check = time.monotonic() + KEY_RECHECK_S
         while not self.ended:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(settings.LIVE_METRICS_INTERVAL_S)
             if self.ended:
                 return
-            metrics = self.handle.metrics()
-            data = metrics.as_protocol_dict()
-            await self.send(text_data=protocol.metrics(data))
-            await database_sync_to_async(actions.checkpoint)(self.record_id, metrics.as_dict(), self.price)
-            now = time.monotonic()
-            if self.quota_remaining is not None and data["gpu_seconds"] >= float(self.quota_remaining):
-                await self._end("quota")
-            elif now - self.started_at >= settings.LIVE_MAX_DURATION_S:
-                await self._end("max_duration")
-            elif self.spec.kind == "video-to-video" and now - self.last_input_at >= settings.LIVE_IDLE_TIMEOUT_S:
-                await self._end("idle")
-            elif now >= next_key_check:
-                # The channel-layer group reaches every process at once when the layer is shared
-                # (Redis); this re-check covers a revocation made where it is not (the in-memory
-                # layer of the embedded default, revoked from the CLI), still well within 5 s.
-                next_key_check = now + KEY_RECHECK_S
-                if await database_sync_to_async(_key_revoked)(self.principal):
-                    await self._end("revoked")
+            try:
+                reason = await self._tick()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                log.exception("live session %s: tick %d failed", self.record_id, failures)
+                reason = "server_error" if failures >= MAX_FAILED_TICKS else None
+            if reason:
+                await self._end(reason)
+                return
+
+    async def _tick(self) -> str | None:
+        """One round of metrics, checkpoint and limits; returns an end reason or None."""
+        metrics = self.handle.metrics()
+        data = metrics.as_protocol_dict()
+        await self.send(text_data=protocol.metrics(data))
+        await database_sync_to_async(actions.checkpoint)(self.record_id, metrics.as_dict(), self.price)
+        await _sweep_now_and_then()
+        now = time.monotonic()
+        if self.org.gpu_seconds_limit is not None:
+            # Organisation-wide, read after this session's own checkpoint: concurrent sessions of
+            # one organisation share one monthly quota.
+            remaining = await database_sync_to_async(actions.quota_remaining)(self.org)
+            if remaining is not None and remaining <= 0:
+                return "quota"
+        if now - self.started_at >= settings.LIVE_MAX_DURATION_S:
+            return "max_duration"
+        if self.spec.kind == "video-to-video" and now - self.last_input_at >= settings.LIVE_IDLE_TIMEOUT_S:
+            return "idle"
+        if now >= self.next_key_check:
+            # The channel-layer group reaches every process at once when the layer is shared
+            # (Redis); this re-check covers a revocation made where it is not (the in-memory
+            # layer of the embedded default, revoked from the CLI), still well within 5 s.
+            self.next_key_check = now + KEY_RECHECK_S
+            if await database_sync_to_async(_key_revoked)(self.principal):
+                return "revoked"
+        return None
 
     # --- channel-layer events -----------------------------------------------------------------------
 
@@ -307,13 +372,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.handle is not None:
             await self._end("revoked")
         else:
+            self.principal = None
             await self.close(code=protocol.CLOSE_UNAUTHENTICATED, reason="API key revoked")
 
     # --- ending -------------------------------------------------------------------------------------
 
     async def _end(self, reason: str, send: bool = True) -> None:
         if self.ended or self.handle is None:
-            self.ended = True
             return
         self.ended = True
         current = asyncio.current_task()
@@ -332,38 +397,64 @@ class LiveConsumer(AsyncWebsocketConsumer):
             except Exception:  # the socket may already be gone; the record is what matters
                 pass
 
+    def _abandon(self, reason: str) -> None:
+        """End the session without the event loop (it is being cancelled): close, release, record."""
+        self.ended = True
+        handle, reservation, record_id = self.handle, self.reservation, self.record_id
+        self.reservation = None
+
+        def finish() -> None:
+            final = handle.close()
+            if reservation is not None:
+                host = get_host()
+                current = host.current(reservation)
+                host.forget(reservation)
+                host.pool.release(current)
+            if record_id is not None:
+                from django.db import close_old_connections
+
+                actions.close_record(record_id, reason, final.as_dict(), self.price)
+                close_old_connections()
+
+        # A thread: the ORM refuses to run inside an event loop, even one being torn down.
+        worker = threading.Thread(target=finish, name="nf-live-abandon", daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+
     async def _release(self) -> None:
         if self.reservation is None:
             return
+        reservation, self.reservation = self.reservation, None
         host = get_host()
-        reservation = host.current(self.reservation)
-        host.forget(self.reservation)
-        await asyncio.to_thread(host.pool.release, reservation)
-        self.reservation = None
+        current = host.current(reservation)
+        host.forget(reservation)
+        await asyncio.to_thread(host.pool.release, current)
 
     async def _error(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         await self.send(text_data=protocol.error(code, message, retry_after_s=retry_after_s))
 
 
-def _resolve(spec, config):
-    """Session size, fps and params after defaults and validation (raises InvalidParams)."""
-    from inference.engines import InvalidParams
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: the handshake is refused (HTTP 403) instead of a server error."""
 
-    width = config.width or spec.default_width
-    height = config.height or spec.default_height
-    fps = config.fps or spec.default_fps
-    if width > spec.max_width or height > spec.max_height:
-        raise InvalidParams(f"{width}x{height} exceeds {spec.id}'s maximum of {spec.max_width}x{spec.max_height}")
-    if fps > spec.max_fps:
-        raise InvalidParams(f"fps {fps} exceeds {spec.id}'s maximum of {spec.max_fps}")
-    params = spec.validate_params(config.params or {})
-    return width, height, fps, params
+    async def connect(self):
+        await self.close()
+
+
+async def _sweep_now_and_then() -> None:
+    """End records left `active` by dead processes, at most every SWEEP_EVERY_S per process."""
+    global _last_sweep
+    now = time.monotonic()
+    if now - _last_sweep < SWEEP_EVERY_S:
+        return
+    _last_sweep = now
+    await database_sync_to_async(actions.sweep_stale)(STALE_RECORD_S)
 
 
 def _key_revoked(principal) -> bool:
     from nextframe.tenancy.models import ApiKey
 
-    if principal.api_key is None:
+    if principal is None or principal.api_key is None:
         return False
     return ApiKey.objects.filter(pk=principal.api_key.pk, revoked_at__isnull=False).exists()
 

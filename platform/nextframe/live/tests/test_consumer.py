@@ -339,3 +339,123 @@ async def test_quota_running_out_mid_session_ends_it_with_quota(live_pool, db, s
     while ended["type"] != "session.ended":
         ended = await next_json(comm)
     assert ended["reason"] == "quota" and ended["usage"]["gpu_seconds"] >= 0.02
+
+
+async def test_absurd_numbers_are_invalid_params_and_the_session_goes_on(key):
+    comm = await connect(key)
+    await send(comm, type="session.start", model="dreamfield", width=64, height=64, params={"speed": 10 ** 400})
+    assert (await next_json(comm))["code"] == "invalid_params"
+    await start(comm, "dreamfield", width=64, height=64)
+    await send(comm, type="control", seq=1, params={"speed": 10 ** 400})
+    rejected = await next_json(comm)
+    assert rejected["type"] == "control.rejected" and rejected["code"] == "invalid_params"
+    await send(comm, type="control", seq=2, params={"speed": 2})
+    assert (await next_json(comm))["type"] == "control.applied"
+    await stop(comm)
+
+
+async def test_control_seq_must_increase(key):
+    comm = await connect(key)
+    await start(comm, "dreamfield", width=64, height=64)
+    await send(comm, type="control", seq=7, params={"zoom": 2})
+    assert (await next_json(comm))["type"] == "control.applied"
+    for seq in (7, 3):
+        await send(comm, type="control", seq=seq, params={"zoom": 3})
+        rejected = await next_json(comm)
+        assert rejected["type"] == "control.rejected" and rejected["seq"] == seq and "increase" in rejected["message"]
+    await stop(comm)
+
+
+async def test_a_bug_while_handling_a_message_ends_the_session_and_frees_everything(key, monkeypatch):
+    from nextframe.capacity import get_pool
+    from inference.runtime import SessionHandle
+
+    comm = await connect(key)
+    await start(comm, "dreamfield", width=64, height=64)
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(SessionHandle, "apply_control", broken)
+    await send(comm, type="control", seq=1, prompt="x")
+    ended = await next_json(comm, skip=("metrics", "control.applied"))
+    assert ended["type"] == "session.ended" and ended["reason"] == "server_error"
+    assert get_pool().active_leases() == []
+    record = await database_sync_to_async(LiveSession.objects.get)()
+    assert record.status == "ended" and record.end_reason == "server_error"
+
+
+async def test_a_cancelled_consumer_still_releases_and_records(key):
+    """daphne cancels application instances on shutdown: no disconnect handler runs then."""
+    from nextframe.capacity import get_pool
+
+    comm = await connect(key)
+    await start(comm, "dreamfield", width=64, height=64)
+    assert len(get_pool().active_leases()) == 1
+    comm.future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await comm.future
+    assert get_pool().active_leases() == []
+    record = await database_sync_to_async(LiveSession.objects.get)()
+    assert record.status == "ended" and record.end_reason == "server_error"
+
+
+async def test_failing_ticks_end_the_session_instead_of_running_unchecked(key, settings, monkeypatch):
+    from nextframe.capacity import get_pool
+    from nextframe.live import actions as live_actions
+
+    settings.LIVE_METRICS_INTERVAL_S = 0.05
+
+    def locked(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(live_actions, "checkpoint", locked)
+    comm = await connect(key)
+    await start(comm, "dreamfield", width=64, height=64)
+    ended = await next_json(comm)
+    while ended["type"] != "session.ended":
+        ended = await next_json(comm)
+    assert ended["reason"] == "server_error"
+    assert get_pool().active_leases() == []
+
+
+async def test_quota_is_shared_by_the_organisations_sessions(live_pool, db, settings):
+    from decimal import Decimal
+
+    settings.LIVE_METRICS_INTERVAL_S = 0.1
+    live_pool(1.0)
+    org = await database_sync_to_async(actions.create_org)("shared", gpu_seconds_limit=Decimal("0.05"),
+                                                           max_live_sessions=3)
+    _, key = await database_sync_to_async(actions.create_key)(org)
+    socks = [await connect(key) for _ in range(3)]
+    for comm in socks:
+        await start(comm, "dreamfield", width=64, height=64)
+    ends = []
+    for comm in socks:
+        ended = await next_json(comm)
+        while ended["type"] != "session.ended":
+            ended = await next_json(comm)
+        ends.append(ended)
+    assert {e["reason"] for e in ends} == {"quota"}
+    total = sum(e["usage"]["gpu_seconds"] for e in ends)
+    # All stop within about a tick of the shared limit (3 sessions x 0.1 s x ~0.06 share each);
+    # a per-session check would have let each of them reach 0.05 on its own (0.15 in all).
+    assert 0.05 <= total < 0.1
+
+
+async def test_a_key_revoked_after_connecting_cannot_start(key):
+    from django.utils import timezone
+
+    from nextframe.tenancy.models import ApiKey
+
+    comm = await connect(key)
+    # Revoked where this process's channel layer does not hear it (another process, say).
+    await database_sync_to_async(ApiKey.objects.update)(revoked_at=timezone.now())
+    await send(comm, type="session.start", model="dreamfield", width=64, height=64)
+    assert (await next_json(comm)) == {"type": "__closed__", "code": 4401}
+
+
+async def test_an_unknown_websocket_path_is_refused(db):
+    comm = WebsocketCommunicator(application, "/v1/elsewhere")
+    connected, _ = await comm.connect()
+    assert not connected
