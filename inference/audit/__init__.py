@@ -13,8 +13,8 @@ from .clip import audit_clip
 from .diagnostics import AuditPlan, audit_live
 from .evidence import TIERS, ControlObservation, Evidence
 from .simulated import SimulatedRuntimeTransport
-from .transport import AuditError, AuditFrame, ModelInfo, RuntimeTransport, Transport
+from .transport import AuditError, AuditFrame, AuditPlanError, ModelInfo, RuntimeTransport, Transport
 
-__all__ = ["AuditError", "AuditFrame", "AuditPlan", "ControlObservation", "Evidence", "ModelInfo",
+__all__ = ["AuditError", "AuditFrame", "AuditPlan", "AuditPlanError", "ControlObservation", "Evidence", "ModelInfo",
            "RuntimeTransport", "SimulatedRuntimeTransport", "TIERS", "Transport", "audit_clip", "audit_live",
            "classify"]

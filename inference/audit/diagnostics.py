@@ -21,7 +21,7 @@ import numpy as np
 from . import pixels as px
 from .classifier import apply_verdict, state_verdict
 from .evidence import ControlObservation, Evidence, p50
-from .transport import AuditError, AuditFrame, AuditSession, ModelInfo, Transport
+from .transport import AuditError, AuditFrame, AuditPlanError, AuditSession, ModelInfo, Transport
 
 #: An output interval longer than this many frame periods counts as a deadline miss.
 MISS_INTERVALS = 1.5
@@ -287,7 +287,10 @@ async def audit_live(transport: Transport, model: str, plan: AuditPlan | None = 
     """Measure a live model through `transport` and classify it."""
     plan = plan or AuditPlan()
     info = await transport.describe(model)
-    probe = px.choose_probe(info.params, plan.probe_param)
+    try:
+        probe = px.choose_probe(info.params, plan.probe_param)
+    except ValueError as exc:
+        raise AuditPlanError(str(exc)) from None
     run = _Run(info, plan, probe)
     started = transport.now()
     sess = await transport.open(model, plan.width, plan.height, plan.fps)

@@ -86,6 +86,9 @@ def choose_probe(params: Sequence[dict[str, Any]], name: str | None = None) -> P
             values = [lo + (hi - lo) * f for f in (0.0, 0.5, 0.25)]
             values = [round(v, 6) for v in values if abs(v - float(default)) > 0.1 * (hi - lo)]
             return Probe(p["name"], tuple(values) + (default,), default)
+    if name is not None:  # a forced parameter the probe cannot steer must not pass for "no parameter"
+        raise ValueError(f"param {name!r} cannot be probed: it needs to be an enum with 2+ choices or a float "
+                         f"with a range")
     return None
 
 

@@ -29,6 +29,10 @@ class AuditError(Exception):
         self.message = message
 
 
+class AuditPlanError(ValueError):
+    """The plan does not fit the model (a probe parameter it does not have, a size it refuses): bad usage."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the audit needs to know about a model before measuring it."""

@@ -117,3 +117,22 @@ def test_a_session_whose_capacity_was_taken_back_stops_the_audit():
             await transport.aclose()
 
     assert asyncio.run(go()) == "preempted"
+
+
+def test_a_forced_probe_the_model_cannot_steer_is_a_plan_error_not_no_param():
+    import asyncio
+
+    from inference.audit import AuditPlan, AuditPlanError, SimulatedRuntimeTransport, audit_live
+
+    with pytest.raises(ValueError, match="cannot be probed"):
+        choose_probe([{"name": "on", "type": "bool", "default": False}], name="on")
+
+    async def go() -> None:
+        transport = SimulatedRuntimeTransport()
+        try:
+            await audit_live(transport, "identity", AuditPlan(sessions=2, probe_param="strength"))
+        finally:
+            await transport.aclose()
+
+    with pytest.raises(AuditPlanError, match="no param 'strength'"):
+        asyncio.run(go())

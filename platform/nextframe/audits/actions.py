@@ -4,14 +4,18 @@
   and stores an AuditRun; `request_audit` queues one for the background worker (POST
   /v1/models/{id}/audit); `start_startup_audits` audits every model whose evidence is missing or
   stale, once, in the background after start-up.
-- `latest_evidence(model_id)` is what GET /v1/models shows: the newest successful live audit's
-  summary with its clip-tier audit beside it, marked `stale` when older than
-  NEXTFRAME_AUDIT_STALE_AFTER_S or measured on other engine code (`code_version`).
+- `latest_evidence(model_id)` is what GET /v1/models shows: the newest successful live audit
+  measured with the deployment's audit plan (`deployment_plan`: size, fps, sessions ... from the
+  settings), whatever its source, with the latest published clip-tier audit beside it, marked
+  `stale` when older than NEXTFRAME_AUDIT_STALE_AFTER_S or measured on other code (`code_version`).
+  Runs with any other plan (a CLI run at 16x16) are recorded but never published.
+- `request_audit(model_id, organization=...)` limits on-demand audits per organisation per hour
+  (NEXTFRAME_AUDIT_PER_ORG_PER_HOUR).
 
 Settings (read with getattr, environment variables of the same name override):
 NEXTFRAME_AUDIT_ON_STARTUP (True), NEXTFRAME_AUDIT_STALE_AFTER_S (86400),
 NEXTFRAME_AUDIT_STARTUP_DELAY_S (10), NEXTFRAME_AUDIT_IDLE_WAIT_S (300), NEXTFRAME_AUDIT_SESSIONS (3),
-NEXTFRAME_AUDIT_SIZE ("128x128").
+NEXTFRAME_AUDIT_SIZE ("128x128"), NEXTFRAME_AUDIT_PER_ORG_PER_HOUR (6).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -45,13 +49,37 @@ MAX_QUEUED_AUDITS = 16
 PENDING_AUDIT_WINDOW_S = 600
 
 
+#: The window of the per-organisation limit on on-demand audits.
+ORG_LIMIT_WINDOW_S = 3600
+QUEUE_FULL_ERROR = "audit queue full"
+
+
 class AuditUnavailable(Exception):
     """An on-demand audit cannot be queued now (the queue is full)."""
+
+
+class AuditRateLimited(AuditUnavailable):
+    """The organisation asked for NEXTFRAME_AUDIT_PER_ORG_PER_HOUR on-demand audits within the last hour."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def setting(name: str, default: Any) -> Any:
     """A setting (read from the environment, typed, in nextframe.settings.base)."""
     return getattr(settings, name, default)
+
+
+def org_audit_limit() -> int:
+    """NEXTFRAME_AUDIT_PER_ORG_PER_HOUR: the setting, else the environment variable, else 6 (0: none)."""
+    raw = getattr(settings, "NEXTFRAME_AUDIT_PER_ORG_PER_HOUR", None)
+    if raw is None:
+        raw = os.environ.get("NEXTFRAME_AUDIT_PER_ORG_PER_HOUR", "6")
+    try:
+        return max(0, int(raw))
+    except (TypeError, ValueError):
+        raise ValueError(f"NEXTFRAME_AUDIT_PER_ORG_PER_HOUR must be an integer, got {raw!r}") from None
 
 
 def _plan():
@@ -84,9 +112,15 @@ def deployment_plan(kind: str = "live") -> dict[str, Any]:
 
 
 def deployment_plan_key(kind: str = "live") -> str:
+    """Canonical key of `deployment_plan(kind)`; "" when the audit settings are unusable (nothing is
+    published then, and GET /v1/models shows declared tiers instead of failing)."""
     from inference.audit.evidence import plan_key
 
-    return plan_key(deployment_plan(kind)) or ""
+    try:
+        return plan_key(deployment_plan(kind)) or ""
+    except ValueError as exc:
+        log.error("the audit settings are unusable (%s): no audit evidence is published", exc)
+        return ""
 
 
 def is_published(run: AuditRun) -> bool:
@@ -114,8 +148,10 @@ def _staleness(run: AuditRun) -> tuple[bool, str | None]:
 
 def _latest(model_id: str, kind: str) -> AuditRun | None:
     """The newest successful run measured with the deployment's plan (others are kept, unpublished)."""
-    return (AuditRun.objects.filter(model_id=model_id, kind=kind, status="succeeded",
-                                    plan_key=deployment_plan_key(kind))
+    key = deployment_plan_key(kind)
+    if not key:
+        return None
+    return (AuditRun.objects.filter(model_id=model_id, kind=kind, status="succeeded", plan_key=key)
             .order_by("-measured_at", "-id").first())
 
 
@@ -313,23 +349,54 @@ def _lower_priority() -> None:
 _worker = _Worker()
 
 
-def request_audit(model_id: str, source: str = "on_demand", with_clip: bool = True) -> AuditRun:
-    """Queue an audit of `model_id` (raises UnknownModel, AuditUnavailable)."""
+def _check_org_limit(organization: Any) -> None:
+    """Raise AuditRateLimited when `organization` queued its hourly share of on-demand audits."""
+    limit = org_audit_limit()
+    now = timezone.now()
+    window = timedelta(seconds=ORG_LIMIT_WINDOW_S)
+    # Every on-demand run the organisation queued counts, whatever became of it, except a refusal
+    # by a full queue (nothing ran: the caller was told to retry).
+    recent = (AuditRun.objects.filter(organization=organization, kind="live", source="on_demand",
+                                      created_at__gte=now - window)
+              .exclude(status="failed", error=QUEUE_FULL_ERROR))
+    if recent.count() < limit:
+        return
+    oldest = recent.order_by("created_at").first()
+    retry = (oldest.created_at + window - now).total_seconds() if oldest is not None else float(ORG_LIMIT_WINDOW_S)
+    raise AuditRateLimited(f"at most {limit} on-demand audits per organisation per hour", max(1.0, retry))
+
+
+def request_audit(model_id: str, source: str = "on_demand", with_clip: bool = True,
+                  organization: Any | None = None) -> AuditRun:
+    """Queue an audit of `model_id` (raises UnknownModel, AuditUnavailable, AuditRateLimited).
+
+    `organization` (the caller of POST /v1/models/{id}/audit) is held to
+    NEXTFRAME_AUDIT_PER_ORG_PER_HOUR new audits per hour; asking while an audit of the model is
+    pending returns that one and costs nothing.
+    """
     from inference.engines import get_spec
 
     get_spec(model_id)
-    # One pending audit per model is enough: asking again returns it. A row left "running" by a
-    # process that died stops counting after PENDING_AUDIT_WINDOW_S.
-    recent = timezone.now() - timedelta(seconds=PENDING_AUDIT_WINDOW_S)
-    pending = (AuditRun.objects.filter(model_id=model_id, kind="live", status__in=("queued", "running"),
-                                       created_at__gte=recent).order_by("-created_at").first())
-    if pending is not None:
-        return pending
-    run = AuditRun.objects.create(model_id=model_id, kind="live", source=source, status="queued")
+    with transaction.atomic():
+        if organization is not None:
+            # Serialises one organisation's requests (PostgreSQL row lock; SQLite writes are serial),
+            # so two at once cannot both take the last slot.
+            type(organization).objects.select_for_update().filter(pk=organization.pk).first()
+        # One pending audit per model is enough: asking again returns it. A row left "running" by a
+        # process that died stops counting after PENDING_AUDIT_WINDOW_S.
+        recent = timezone.now() - timedelta(seconds=PENDING_AUDIT_WINDOW_S)
+        pending = (AuditRun.objects.filter(model_id=model_id, kind="live", status__in=("queued", "running"),
+                                           created_at__gte=recent).order_by("-created_at").first())
+        if pending is not None:
+            return pending
+        if organization is not None:
+            _check_org_limit(organization)
+        run = AuditRun.objects.create(model_id=model_id, kind="live", source=source, status="queued",
+                                      organization=organization)
     try:
-        _worker.submit(run.pk, with_clip)
+        _worker.submit(run.pk, with_clip)  # after the commit: the worker thread reads the row
     except AuditUnavailable:
-        _fail(run, "audit queue full")
+        _fail(run, QUEUE_FULL_ERROR)
         raise
     return run
 

@@ -14,13 +14,18 @@ from nextframe.audits.models import AuditRun
 def run_dict(run: AuditRun) -> dict:
     return {"id": run.pk, "object": "audit", "model": run.model_id, "kind": run.kind, "status": run.status,
             "source": run.source, "tier": run.tier or None, "declared_tier": run.declared_tier or None,
+            "published": actions.is_published(run) if run.status == "succeeded" else None,
             "created_at": run.created_at.isoformat(),
             "measured_at": run.measured_at.isoformat() if run.measured_at else None,
             "error": run.error or None, "evidence": run.evidence or None}
 
 
 class ModelAuditView(APIView):
-    """POST /v1/models/{id}/audit: measure this model's tier now (202; poll GET /v1/audits/{id})."""
+    """POST /v1/models/{id}/audit: measure this model's tier now (202; poll GET /v1/audits/{id}).
+
+    429 rate_limited with Retry-After: the organisation's NEXTFRAME_AUDIT_PER_ORG_PER_HOUR new
+    audits within the last hour are used up, or the queue is full.
+    """
 
     required_scope = "read"
 
@@ -30,9 +35,11 @@ class ModelAuditView(APIView):
 
         EmptyRequestSerializer.check(request)
         try:
-            run = actions.request_audit(model_id)
+            run = actions.request_audit(model_id, organization=getattr(request.auth, "organization", None))
         except UnknownModel:
             raise ApiError(f"unknown model {model_id!r}", code="not_found", status_code=404) from None
+        except actions.AuditRateLimited as exc:
+            raise ApiError(str(exc), code="rate_limited", status_code=429, retry_after_s=exc.retry_after_s) from None
         except actions.AuditUnavailable as exc:
             raise ApiError(str(exc), code="rate_limited", status_code=429, retry_after_s=30) from None
         return Response(run_dict(run), status=202)

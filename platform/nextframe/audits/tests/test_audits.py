@@ -48,9 +48,11 @@ def small_audits(monkeypatch, settings):
     monkeypatch.setattr(actions, "_worker", InlineWorker())
 
 
-def evidence(model: str, tier: str, declared: str, **kw) -> dict:
+def evidence(model: str, tier: str, declared: str, plan_kind: str = "live", **kw) -> dict:
+    """Evidence as an audit with the deployment's plan stores it (a published run)."""
     ev = {"model": model, "tier": tier, "declared_tier": declared, "ttff_ms": 12.5, "fps_sustained": 29.8,
-          "control_lag_frames": 0.0, "measured_at": timezone.now().isoformat()}
+          "control_lag_frames": 0.0, "measured_at": timezone.now().isoformat(),
+          "plan": actions.deployment_plan(plan_kind)}
     ev.update(kw)
     return ev
 
@@ -92,7 +94,7 @@ def test_old_evidence_and_evidence_of_other_code_are_marked_stale(settings):
 
 def test_models_show_the_measured_tier_and_the_disagreement(api_key, client_for):
     actions.record(evidence("dreamfield", "streaming", "interactive", control_lag_frames=3.0), source="cli")
-    actions.record(evidence("dreamfield", "fast-batch", "fast-batch", transport="clip", complete_ms=80.0),
+    actions.record(evidence("dreamfield", "fast-batch", "fast-batch", "clip", transport="clip", complete_ms=80.0),
                    source="cli", kind="clip")
     model = models_by_id(client_for(api_key))["dreamfield"]
     assert model["tier"] == "streaming" and model["declared_tier"] == "interactive"
@@ -134,7 +136,7 @@ def test_a_full_queue_refuses_with_429(api_key, client_for, monkeypatch):
 def test_startup_audits_only_what_is_missing_or_stale(small_audits, monkeypatch):
     actions.record(evidence("identity", "interactive", "interactive"), source="startup")
     queued = []
-    monkeypatch.setattr(actions, "request_audit", lambda model_id, source: queued.append((model_id, source)))
+    monkeypatch.setattr(actions, "request_audit", lambda model_id, source, **kw: queued.append((model_id, source)))
     assert "identity" not in actions.queue_startup_audits()
     assert ("identity", "startup") not in queued
     assert {m for m, _ in queued} >= {"dreamfield", "dreamfield-chunked", "stylize"}
