@@ -11,6 +11,6 @@ class ClipLimitsAdmin(admin.ModelAdmin):
 
 @admin.register(Clip)
 class ClipAdmin(admin.ModelAdmin):
-    list_display = ("id", "organization", "model", "status", "frames", "attempts", "created_at")
+    list_display = ("id", "organization", "model", "status", "frames", "attempts", "created_at", "deleted_at")
     list_filter = ("status", "model")
     readonly_fields = [f.name for f in Clip._meta.fields]
