@@ -377,6 +377,9 @@ def file_source(path: str, width: int, height: int, loop: bool = True, quality: 
     import av
     import simplejpeg
 
+    import numpy as np
+
+    from inference.codec import fit_to_size
     from inference.video import BadVideo, iter_video_frames
 
     if not os.path.isfile(path):
@@ -385,7 +388,9 @@ def file_source(path: str, width: int, height: int, loop: bool = True, quality: 
         count = 0
         jpeg = b""
         try:
-            for array in iter_video_frames(path, width, height):
+            # Centre-cropped to the session's aspect ratio, as the platform treats inputs, never squashed.
+            for array in iter_video_frames(path, width, height, cover=True):
+                array = np.ascontiguousarray(fit_to_size(array, width, height))
                 jpeg = simplejpeg.encode_jpeg(array, quality=quality, colorspace="RGB")
                 count += 1
                 yield jpeg

@@ -429,3 +429,17 @@ async def test_cli_corrupt_input_ends_the_session_and_fails(server: FakeServer, 
     _, err = capsys.readouterr()
     assert code == 1 and "cannot decode" in err
     assert isinstance(server.received[-1], p.SessionStop)  # the session was still ended politely
+
+
+def test_file_source_centre_crops_instead_of_squashing(tmp_path: Path) -> None:
+    from inference.video import encode_mp4
+
+    frame = np.zeros((64, 128, 3), np.uint8)
+    frame[:, :32] = (255, 0, 0)
+    frame[:, 32:96] = (0, 255, 0)
+    frame[:, 96:] = (0, 0, 255)
+    encode_mp4([frame] * 3, tmp_path / "wide.mp4", fps=10, width=128, height=64)
+    out = simplejpeg.decode_jpeg(next(c.file_source(str(tmp_path / "wide.mp4"), 64, 64)))
+    row = out[32].astype(int)
+    # All of a centre crop is the green middle; a squashed frame would show red and blue at the edges.
+    assert (row[:, 1] > 150).all() and (row[:, 0] < 100).all() and (row[:, 2] < 100).all()
