@@ -195,6 +195,8 @@ CLIP_RETRY_DELAY_S = env_float("NEXTFRAME_CLIP_RETRY_DELAY_S", 5.0, minimum=0.0)
 CLIP_PREEMPTED_RETRY_S = env_float("NEXTFRAME_CLIP_PREEMPTED_RETRY_S", 5.0, minimum=0.0)
 CLIP_MIN_SHARE = env_float("NEXTFRAME_CLIP_MIN_SHARE", 0.05, minimum=0.001)
 CLIP_VIDEO_URL_TTL_S = env_int("NEXTFRAME_CLIP_VIDEO_URL_TTL_S", 3600, minimum=10)
+# Where clip attempts encode before the file is stored (swept of dead attempts' folders).
+CLIP_WORK_DIR = env_str("NEXTFRAME_CLIP_WORK_DIR", str(DATA_DIR / "work" / "clips"))
 
 # --- Tier audits --------------------------------------------------------------------------------
 NEXTFRAME_AUDIT_ON_STARTUP = env_bool("NEXTFRAME_AUDIT_ON_STARTUP", True)
