@@ -51,10 +51,14 @@ def classify(ev: Evidence) -> tuple[str, list[str]]:
     if ev.complete_ms is not None and ev.ttff_ms is not None and ev.complete_ms > 0 \
             and ev.ttff_ms >= FAST_BATCH_TTFF_SHARE * ev.complete_ms:
         reasons.append(f"first output after {ev.ttff_ms:.0f} ms = {ev.ttff_ms / ev.complete_ms:.0%} of the "
-                       f"time to the whole output ({ev.complete_ms:.0f} ms): nothing plays before the clip is done")
+                       f"time until the last frame was computed ({ev.complete_ms:.0f} ms): nothing plays before "
+                       "the clip is done")
         if ev.mid_run_control is not True:
             reasons.append("no control can act while it renders")
         return "fast-batch", reasons
+    if ev.complete_ms is not None and ev.ttff_ms is not None and ev.complete_ms > 0:
+        reasons.append(f"first output after {ev.ttff_ms:.0f} ms, well before the last frame was computed "
+                       f"({ev.complete_ms:.0f} ms): output plays while the rest still renders, not fast-batch")
     if ev.controls_sent > 0 and ev.mid_run_control is False:
         reasons.append(f"none of {ev.controls_sent} controls sent during the run showed, in pixels or headers")
         return "fast-batch", reasons

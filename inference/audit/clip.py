@@ -32,6 +32,8 @@ from .transport import AuditError
 
 #: Frames a clip job renders per batch (CLIP_BATCH_FRAMES), rounded to whole engine chunks.
 CLIP_BATCH_FRAMES = 8
+#: A short clip rendered and discarded first: loading the engine and the encoder is not the tier's per-clip cost.
+WARMUP_FRAMES = 2
 
 
 def _frames_in(path: str) -> int:
@@ -140,8 +142,9 @@ def check_clip_size(model: str, width: int, height: int, fps: float) -> int:
 
 def audit_clip(model: str, width: int = 64, height: int = 64, fps: int = 30, frames: int = 30,
                sessions: int = 3, tier: ClipTier | None = None, clock: Callable[[], float] = time.monotonic,
-               guard: Callable[[], None] | None = None) -> Evidence:
-    """Time `sessions` small clips of `model` through `tier`; return classified Evidence."""
+               guard: Callable[[], None] | None = None, warmup: bool = True) -> Evidence:
+    """Time `sessions` small clips of `model` through `tier` (after a discarded warm-up clip);
+    return classified Evidence."""
     from inference.engines import get_spec
 
     spec = get_spec(model)
@@ -152,6 +155,9 @@ def audit_clip(model: str, width: int = 64, height: int = 64, fps: int = 30, fra
     ttffs: list[float] = []
     completes: list[float] = []
     with tempfile.TemporaryDirectory(prefix="nextframe-audit-") as workdir:
+        if warmup:
+            tier.render(model, width, height, fps, min(frames, WARMUP_FRAMES), sessions, workdir,
+                        ClipEvents(min(frames, WARMUP_FRAMES), clock, guard))
         for i in range(sessions):
             events = ClipEvents(frames, clock, guard)
             tier.render(model, width, height, fps, frames, i, workdir, events)

@@ -29,12 +29,13 @@ def format_table(ev: Evidence) -> str:
         ("TTFF p50", f"{_num(ev.ttff_ms, ' ms')} over {ev.sessions} sessions {[round(x, 1) for x in ev.ttff_samples_ms]}"),
     ]
     if ev.complete_ms is not None:
-        # A clip: its numbers are the time to the file, its throughput and the server's timings.
+        # A clip: TTFF is the first deliverable frame; beside it, when its last frame was computed.
         rows += [
-            ("time to whole output", _num(ev.complete_ms, " ms")),
+            ("last frame computed", _num(ev.complete_ms, " ms")),
             ("throughput", f"{_num(ev.fps_sustained)} frames/s of clip"),
             ("mid-run control", "none (the clip API takes no control while rendering)"),
             ("server reported", ", ".join(f"{k} {v}" for k, v in (ev.server_reported or {}).items())),
+            ("clip timings", ", ".join(f"{k} {v}" for k, v in (ev.clip_timings or {}).items())),
             ("measured at", ev.measured_at),
         ]
     else:
