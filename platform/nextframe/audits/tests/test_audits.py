@@ -110,6 +110,7 @@ def test_on_demand_audit_of_a_lying_engine_shows_what_it_does(api_key, client_fo
     run = response.json()
     detail = client.get(f"/v1/audits/{run['id']}").json()
     assert detail["status"] == "succeeded", detail
+    assert detail["published"] is True  # measured with the deployment's plan
     assert detail["evidence"]["control_lag_frames_pixels"] == 3
     model = models_by_id(client)[liar]
     assert model["declared_tier"] == "interactive"
