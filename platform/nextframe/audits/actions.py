@@ -299,7 +299,8 @@ class _Worker:
             except queue.Empty:
                 with self._lock:
                     if self._q.empty():
-                        self._thread = None  # from here on, submit starts a new thread
+                        if self._thread is threading.current_thread():
+                            self._thread = None  # from here on, submit starts a new thread
                         return
                 continue  # something was submitted after the timeout: run it
             try:
