@@ -12,7 +12,7 @@ import collections
 import time
 from typing import Any
 
-from .transport import AuditFrame, AuditSession, ModelInfo
+from .transport import AuditFrame, AuditSession, ModelInfo, local_model_info
 
 _MAX_ITERATIONS = 100_000  # a loop that never produces nor waits is a bug, not a reason to hang
 
@@ -81,11 +81,7 @@ class SimulatedRuntimeTransport:
         return self.clock.now()
 
     async def describe(self, model: str) -> ModelInfo:
-        from inference.engines import get_spec
-
-        spec = get_spec(model)
-        return ModelInfo(spec.id, spec.kind, spec.declared_tier, [p.to_dict() for p in spec.params],
-                         spec.default_width, spec.default_height)
+        return local_model_info(model)
 
     async def open(self, model: str, width: int, height: int, fps: float,
                    params: dict[str, Any] | None = None) -> AuditSession:

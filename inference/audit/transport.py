@@ -45,6 +45,15 @@ class ModelInfo:
     default_height: int = 256
 
 
+def local_model_info(model: str) -> ModelInfo:
+    """A model of this process's engine registry, described as a transport describes it."""
+    from inference.engines import get_spec
+
+    spec = get_spec(model)
+    return ModelInfo(spec.id, spec.kind, spec.declared_tier, [p.to_dict() for p in spec.params],
+                     spec.default_width, spec.default_height)
+
+
 @dataclass(frozen=True)
 class AuditFrame:
     """One output frame as the audit saw it: header fields, JPEG, and arrival time (transport clock)."""
@@ -187,11 +196,7 @@ class RuntimeTransport:
         return self._runtime
 
     async def describe(self, model: str) -> ModelInfo:
-        from inference.engines import get_spec
-
-        spec = get_spec(model)
-        return ModelInfo(spec.id, spec.kind, spec.declared_tier, [p.to_dict() for p in spec.params],
-                         spec.default_width, spec.default_height)
+        return local_model_info(model)
 
     async def open(self, model: str, width: int, height: int, fps: float,
                    params: dict[str, Any] | None = None) -> AuditSession:

@@ -16,16 +16,6 @@ from nextframe.audits.models import AuditRun
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def liar():
     register_engine(LateControlEngine(delay_frames=3))

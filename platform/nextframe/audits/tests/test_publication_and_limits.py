@@ -15,16 +15,6 @@ from nextframe.audits.models import AuditRun
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def fresh_host():
     from nextframe.live.host import reset_host
