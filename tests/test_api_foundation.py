@@ -25,6 +25,7 @@ def test_models_lists_installed_engines_with_a_key(client_for, api_key):
     model = next(m for m in response.json()["data"] if m["id"] == "identity")
     assert model["kind"] == "video-to-video" and model["tier"] in {"interactive", "streaming", "fast-batch"}
     assert "params" in model and "price_per_gpu_second" in model
+    assert model["limits"]["max_width"] == 1280 and model["limits"]["max_frame_bytes"] == 2 * 2**20
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer nf_live_garbage", "Basic dXNlcjpwYXNz", "Token abc"])

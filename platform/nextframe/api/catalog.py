@@ -25,8 +25,20 @@ def evidence_for(model_id: str) -> dict | None:
     return latest_evidence(model_id)
 
 
+def limits_of(spec) -> dict:
+    """What a session or clip of this model may ask for (PROTOCOL.md: `limits`)."""
+    from inference.codec import MAX_FRAME_BYTES
+    from inference.engines.base import MIN_SIDE
+
+    return {
+        "min_width": MIN_SIDE, "min_height": MIN_SIDE, "max_width": spec.max_width, "max_height": spec.max_height,
+        "max_fps": spec.max_fps, "max_prompt_chars": spec.max_prompt_chars, "max_frame_bytes": MAX_FRAME_BYTES,
+    }
+
+
 def describe(spec) -> dict:
     data = spec.to_dict()
+    data["limits"] = limits_of(spec)
     declared = data.get("declared_tier")
     evidence = evidence_for(spec.id)
     data["tier"] = evidence["tier"] if evidence else declared
