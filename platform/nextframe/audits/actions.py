@@ -218,16 +218,8 @@ def run_audit(model_id: str, source: str, run: AuditRun | None = None, transport
     run.status = "running"
     run.save(update_fields=["status"])
     transport = transport or DeploymentTransport()
-    try:
-        ev = asyncio.run(audit_live(transport, model_id, _plan()))
-    except (AuditError, EngineError) as exc:
-        log.warning("audit of %s failed: %s", model_id, exc)
-        return _fail(run, str(exc))
-    except Exception as exc:  # a background job must end in a state, never stay "running"
-        log.exception("audit of %s failed", model_id)
-        return _fail(run, f"{type(exc).__name__}: {exc}")
-    ev.code_version = code_version(model_id)
-    return record(ev.as_dict(), source, run=run)
+    return _measure(run, model_id, source, "live", lambda: asyncio.run(audit_live(transport, model_id, _plan())),
+                    expected=(AuditError, EngineError))
 
 
 def run_clip_audit(model_id: str, source: str) -> AuditRun:
@@ -243,19 +235,28 @@ def run_clip_audit(model_id: str, source: str) -> AuditRun:
 
     get_spec(model_id)
     run = AuditRun.objects.create(model_id=model_id, kind="clip", source=source, status="running")
-    try:
+
+    def measure():
         width, height, fps, frames, sessions = _clip_plan()
         with clip_reservation(model_id, width, height, fps) as guard:
-            ev = audit_clip(model_id, width=width, height=height, fps=fps, frames=frames, sessions=sessions,
-                            guard=guard)
-    except AuditError as exc:
-        log.warning("clip audit of %s failed: %s", model_id, exc)
+            return audit_clip(model_id, width=width, height=height, fps=fps, frames=frames, sessions=sessions,
+                              guard=guard)
+
+    return _measure(run, model_id, source, "clip", measure, expected=(AuditError,))
+
+
+def _measure(run: AuditRun, model_id: str, source: str, kind: str, measure, expected: tuple) -> AuditRun:
+    """Run one audit and store its evidence; any failure ends the run `failed`, never `running`."""
+    try:
+        ev = measure()
+    except expected as exc:
+        log.warning("%s audit of %s failed: %s", kind, model_id, exc)
         return _fail(run, str(exc))
     except Exception as exc:  # a background job must end in a state, never stay "running"
-        log.exception("clip audit of %s failed", model_id)
+        log.exception("%s audit of %s failed", kind, model_id)
         return _fail(run, f"{type(exc).__name__}: {exc}")
     ev.code_version = code_version(model_id)
-    return record(ev.as_dict(), source, kind="clip", run=run)
+    return record(ev.as_dict(), source, kind=kind, run=run)
 
 
 # --- background work ------------------------------------------------------------------------------
