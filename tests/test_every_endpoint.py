@@ -14,9 +14,10 @@ from nextframe.live.models import LiveSession
 
 pytestmark = pytest.mark.django_db
 
-# Objects that belong to the deployment rather than to a tenant (model audits are evidence about a
-# model on this deployment, the same for every organisation).
-DEPLOYMENT_WIDE = {"/v1/audits/{audit_id}", "/v1/models/{model_id}/audit"}
+# Objects that belong to the deployment rather than to a tenant: the installed models. (Audits are
+# tenant objects: an organisation reads its own on-demand audits and the platform's start-up/CLI
+# ones, never another organisation's; test_audits_are_tenant_scoped below.)
+DEPLOYMENT_WIDE = {"/v1/models/{model_id}", "/v1/models/{model_id}/audit"}
 
 
 def operations() -> list[tuple[str, str]]:
@@ -26,14 +27,18 @@ def operations() -> list[tuple[str, str]]:
 
 def objects_of(org) -> dict[str, str]:
     """One object of each kind owned by `org`, by path parameter name."""
-    from nextframe.clips.models import Clip
     from django.utils import timezone
+
+    from nextframe.audits.models import AuditRun
+    from nextframe.clips.models import Clip
 
     session = LiveSession.objects.create(organization=org, model="dreamfield", tier="interactive", width=64,
                                          height=64, fps=30)
     clip = Clip.objects.create(organization=org, model="dreamfield", width=64, height=64, fps=24, frames=8,
                                created_at=timezone.now(), status="succeeded")
-    return {"session_id": session.id, "clip_id": str(clip.id), "model_id": "identity", "audit_id": "999999"}
+    audit = AuditRun.objects.create(model_id="identity", source="on_demand", status="succeeded", tier="interactive",
+                                    organization=org)
+    return {"session_id": session.id, "clip_id": str(clip.id), "model_id": "identity", "audit_id": str(audit.pk)}
 
 
 def fill(path: str, values: dict[str, str]) -> str:
@@ -50,7 +55,7 @@ def error_code(response) -> str:
 
 def test_the_document_lists_the_known_endpoints():
     paths = {path for path, _ in operations()}
-    assert {"/v1/models", "/v1/tickets", "/v1/sessions", "/v1/sessions/{session_id}", "/v1/clips",
+    assert {"/v1/models", "/v1/models/{model_id}", "/v1/audits/{audit_id}", "/v1/tickets", "/v1/sessions", "/v1/sessions/{session_id}", "/v1/clips",
             "/v1/clips/{clip_id}", "/v1/clips/{clip_id}/video"} <= paths
 
 
@@ -100,7 +105,7 @@ def test_every_object_of_another_organisation_is_404(client_for, api_key, org, o
         assert response.status_code == 404, (method, path, response.content)
         assert error_code(response) == "not_found"
         checked += 1
-    assert checked >= 4
+    assert checked >= 5
 
 
 def test_unknown_ids_are_404_in_the_envelope(client_for, api_key):
@@ -112,4 +117,52 @@ def test_unknown_ids_are_404_in_the_envelope(client_for, api_key):
             continue
         response = client.get(fill(path, unknown))
         assert response.status_code == 404, (path, response.content)
-        assert error_code(response) == "not_found"
+        assert error_code(response) == ("unknown_model" if path == "/v1/models/{model_id}" else "not_found")
+
+
+def test_audits_are_tenant_scoped(client_for, api_key, other_key, org, other_org):
+    """Own on-demand audits and the platform's are readable; another organisation's never are."""
+    from nextframe.audits.models import AuditRun
+
+    mine = AuditRun.objects.create(model_id="identity", source="on_demand", status="queued", organization=org)
+    theirs = AuditRun.objects.create(model_id="identity", source="on_demand", status="queued", organization=other_org)
+    platform_run = AuditRun.objects.create(model_id="identity", source="startup", status="queued")
+    client, other = client_for(api_key), client_for(other_key)
+    assert client.get(f"/v1/audits/{mine.pk}").status_code == 200
+    assert client.get(f"/v1/audits/{platform_run.pk}").status_code == 200
+    assert other.get(f"/v1/audits/{platform_run.pk}").status_code == 200
+    for response in (client.get(f"/v1/audits/{theirs.pk}"), other.get(f"/v1/audits/{mine.pk}")):
+        assert response.status_code == 404 and error_code(response) == "not_found"
+
+
+def test_another_organisations_audit_is_not_linked_from_the_models(client_for, api_key, other_org):
+    """GET /v1/models shows the published evidence to all, but not the id of another tenant's run."""
+    from nextframe.audits import actions as audits
+    from nextframe.audits.models import AuditRun
+
+    run = AuditRun.objects.create(model_id="identity", source="on_demand", status="queued", organization=other_org)
+    evidence = {"model": "identity", "tier": "interactive", "declared_tier": "interactive",
+                "plan": audits.deployment_plan()}
+    audits.record(evidence, source="on_demand", run=run)
+    client = client_for(api_key)
+    model = client.get("/v1/models/identity").json()
+    assert model["tier_source"] == "measured"  # published: the evidence itself is deployment-wide
+    assert model["evidence"]["audit_id"] is None
+    assert client_for(api_key).get(f"/v1/audits/{run.pk}").status_code == 404
+    listed = next(m for m in client.get("/v1/models").json()["data"] if m["id"] == "identity")
+    assert listed == model
+
+
+def test_a_pending_audit_of_another_organisation_is_not_handed_out(client_for, api_key, other_key, monkeypatch):
+    """Asking while another tenant's audit of the model is pending queues the caller's own run."""
+    from nextframe.audits import actions as audits
+
+    monkeypatch.setattr(audits._worker, "submit", lambda run_id, with_clip: None)
+    theirs = client_for(other_key).post("/v1/models/identity/audit")
+    assert theirs.status_code == 202, theirs.content
+    mine = client_for(api_key).post("/v1/models/identity/audit")
+    assert mine.status_code == 202, mine.content
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert client_for(api_key).get(f"/v1/audits/{mine.json()['id']}").status_code == 200
+    again = client_for(api_key).post("/v1/models/identity/audit")
+    assert again.json()["id"] == mine.json()["id"]  # the caller's own pending run is still reused

@@ -30,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -381,8 +382,13 @@ def request_audit(model_id: str, source: str = "on_demand", with_clip: bool = Tr
         # One pending audit per model is enough: asking again returns it. A row left "running" by a
         # process that died stops counting after PENDING_AUDIT_WINDOW_S.
         recent = timezone.now() - timedelta(seconds=PENDING_AUDIT_WINDOW_S)
-        pending = (AuditRun.objects.filter(model_id=model_id, kind="live", status__in=("queued", "running"),
-                                           created_at__gte=recent).order_by("-created_at").first())
+        pending = AuditRun.objects.filter(model_id=model_id, kind="live", status__in=("queued", "running"),
+                                          created_at__gte=recent)
+        if organization is not None:
+            # Only a run the caller may read (its own, or the platform's): another organisation's
+            # audit is never handed out (GET /v1/audits/{id} is tenant-scoped).
+            pending = pending.filter(Q(organization=organization) | Q(organization__isnull=True))
+        pending = pending.order_by("-created_at").first()
         if pending is not None:
             return pending
         if organization is not None:

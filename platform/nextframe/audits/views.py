@@ -1,14 +1,28 @@
-"""REST views of the audits app: request an audit, read one. Thin: they call `nextframe.audits.actions`."""
+"""REST views of the audits app: request an audit, read one. Thin: they call `nextframe.audits.actions`.
+
+Who sees an audit: the organisation that asked for it (on demand), and every organisation for the
+audits the platform ran itself (start-up and CLI runs have no organisation: they measure the
+deployment, and their evidence is what GET /v1/models publishes to all). Another organisation's
+audit is a 404, exactly like one that does not exist; ids are sequential, so this is what keeps
+one tenant from reading another's.
+"""
 from __future__ import annotations
 
+from django.db.models import Q, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from nextframe.api.errors import ApiError
-from nextframe.api.serializers import EmptyRequestSerializer
+from nextframe.api.serializers import AuditSerializer, EmptyRequestSerializer
 from nextframe.audits import actions
 from nextframe.audits.models import AuditRun
+
+
+def visible_audits(organization) -> QuerySet:
+    """The audit runs `organization` may read: its own and the platform's (no organisation)."""
+    own = Q(organization=organization) if organization is not None else Q(pk__in=[])
+    return AuditRun.objects.filter(own | Q(organization__isnull=True))
 
 
 def run_dict(run: AuditRun) -> dict:
@@ -29,7 +43,7 @@ class ModelAuditView(APIView):
 
     required_scope = "read"
 
-    @extend_schema(request=EmptyRequestSerializer, responses={202: dict})
+    @extend_schema(request=EmptyRequestSerializer, responses={202: AuditSerializer})
     def post(self, request, model_id: str):
         from inference.engines import UnknownModel
 
@@ -50,9 +64,9 @@ class AuditDetailView(APIView):
 
     required_scope = "read"
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: AuditSerializer})
     def get(self, request, audit_id: int):
-        run = AuditRun.objects.filter(pk=audit_id).first()
+        run = visible_audits(request.auth.organization).filter(pk=audit_id).first()
         if run is None:
             raise ApiError(f"no audit {audit_id}", code="not_found", status_code=404)
         return Response(run_dict(run))
