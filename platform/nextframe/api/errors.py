@@ -46,11 +46,17 @@ _DRF_CODES = {
 }
 
 
-def envelope(code: str, message: str, details: dict | None = None) -> dict:
-    body = {"error": {"code": code, "message": message}}
+def envelope(code: str, message: str, details: dict | None = None, retry_after_s: int | None = None) -> dict:
+    body: dict = {"error": {"code": code, "message": message}}
     if details:
         body["error"]["details"] = details
+    if retry_after_s is not None:
+        body["error"]["retry_after_s"] = retry_after_s  # the same whole seconds as the Retry-After header
     return body
+
+
+def _whole_seconds(retry_after_s: float) -> int:
+    return max(1, math.ceil(retry_after_s))
 
 
 def _flatten(detail) -> str:
@@ -63,9 +69,10 @@ def _flatten(detail) -> str:
 
 def exception_handler(exc, context):
     if isinstance(exc, ApiError):
-        response = Response(envelope(exc.error_code, str(exc.detail), exc.details), status=exc.status_code)
-        if exc.retry_after_s is not None:
-            response["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        retry = _whole_seconds(exc.retry_after_s) if exc.retry_after_s is not None else None
+        response = Response(envelope(exc.error_code, str(exc.detail), exc.details, retry), status=exc.status_code)
+        if retry is not None:
+            response["Retry-After"] = str(retry)
         return response
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -78,9 +85,10 @@ def exception_handler(exc, context):
 
 
 def json_error(code: str, message: str, status_code: int, retry_after_s: float | None = None) -> JsonResponse:
-    response = JsonResponse(envelope(code, message), status=status_code)
-    if retry_after_s is not None:
-        response["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    retry = _whole_seconds(retry_after_s) if retry_after_s is not None else None
+    response = JsonResponse(envelope(code, message, retry_after_s=retry), status=status_code)
+    if retry is not None:
+        response["Retry-After"] = str(retry)
     return response
 
 

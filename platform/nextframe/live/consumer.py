@@ -75,7 +75,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.principal = await self._authenticate()
         except tenancy.AuthError as exc:
             await self.accept()
-            await self.close(code=protocol.CLOSE_UNAUTHENTICATED, reason=str(exc)[:120])
+            # Too many failed authentications from this address: 4429, like the other "too many".
+            throttled = isinstance(exc, tenancy.Throttled)
+            await self.close(code=protocol.CLOSE_CONCURRENCY if throttled else protocol.CLOSE_UNAUTHENTICATED,
+                             reason=str(exc)[:120])
             return
         await self.accept()
         if not self.principal.has_scope("live"):
@@ -90,16 +93,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _authenticate(self) -> tenancy.Principal:
         headers = dict(self.scope.get("headers") or [])
+        address = (self.scope.get("client") or [None])[0]  # failures count per address (tenancy.throttle)
         auth = headers.get(b"authorization", b"").decode("latin-1").strip()
         if auth:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise tenancy.AuthError("Authorization header must be 'Bearer <api key>'")
-            return tenancy.authenticate_key(token.strip())
+            return tenancy.authenticate_key(token.strip(), address=address)
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         ticket = (query.get("ticket") or [""])[0]
         if ticket:
-            return tenancy.redeem_ticket(ticket)
+            return tenancy.redeem_ticket(ticket, address=address)
         raise tenancy.AuthError("missing credentials: 'Authorization: Bearer <api key>' or ?ticket=")
 
     # --- socket events --------------------------------------------------------------------------

@@ -155,6 +155,33 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/v1",
 }
 
+# --- Brute-force throttles (docs/protocol.md section 9, README "Configuration") -----------------
+# Counters live in the default cache: Redis when REDIS_URL is set (every node shares the counts),
+# else this process's memory (the embedded profile runs one web process).
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "nextframe"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "nextframe"}}
+# Failed API-key/ticket authentications (REST and WebSocket) per client address and window.
+NEXTFRAME_AUTH_FAILURE_LIMIT = env_int("NEXTFRAME_AUTH_FAILURE_LIMIT", 20, minimum=0)
+NEXTFRAME_AUTH_FAILURE_WINDOW_S = env_int("NEXTFRAME_AUTH_FAILURE_WINDOW_S", 300, minimum=1)
+NEXTFRAME_TICKETS_PER_MINUTE = env_int("NEXTFRAME_TICKETS_PER_MINUTE", 60, minimum=0)
+# Dashboard and admin login forms: django-axes (attempts stored in the database, so shared by nodes).
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = ["nextframe.tenancy.backends.LoginLockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("NEXTFRAME_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_float("NEXTFRAME_LOGIN_COOLOFF_S", 900.0, minimum=1.0) / 3600.0  # hours
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "nextframe.dashboard.login_locked_out"
+AXES_VERBOSE = False
+# The OpenAPI document: error responses, bounds and list envelopes on every operation.
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "nextframe.api.schema.AutoSchema"
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = ["drf_spectacular.hooks.postprocess_schema_enums",
+                                                "nextframe.api.schema.postprocess"]
+
 # --- Inference ----------------------------------------------------------------------------------
 CPU_CAPACITY = env_float("NEXTFRAME_CPU_CAPACITY", 1.0, minimum=0.0)
 MODEL_DIR = env_str("NEXTFRAME_MODEL_DIR", str(DATA_DIR / "models"))

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from nextframe.tenancy import keys
+from nextframe.tenancy import keys, throttle
 from nextframe.tenancy.models import ApiKey, Organization, Ticket
 
 # last_used_at is written at most this often per key, so authentication stays read-mostly.
@@ -30,6 +30,19 @@ class AuthError(TenancyError):
 
 class NotFound(TenancyError):
     code = "not_found"
+
+
+class Throttled(AuthError):
+    """Too many failed authentications from this address, or too many tickets: retry later.
+
+    A subclass of AuthError so that a caller that only knows AuthError still refuses the request.
+    """
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -105,8 +118,33 @@ def revoke_key(key: ApiKey) -> ApiKey:
     return key
 
 
-def authenticate_key(raw: str) -> Principal:
-    """Resolve a bearer key; raises AuthError (malformed, unknown, wrong secret or revoked)."""
+def refuse_if_throttled(address: str | None) -> None:
+    """Raise Throttled if `address` failed to authenticate too often in the current window."""
+    retry = throttle.auth_failures_retry_after(address)
+    if retry is not None:
+        raise Throttled(f"too many failed authentications from {address or 'this address'}; retry later", retry)
+
+
+def record_auth_failure(address: str | None) -> None:
+    """Count a failed authentication of `address` (a bad key, ticket or Authorization header)."""
+    throttle.record_auth_failure(address)
+
+
+def authenticate_key(raw: str, address: str | None = None) -> Principal:
+    """Resolve a bearer key; raises AuthError (malformed, unknown, wrong secret or revoked).
+
+    `address` is the client's address: its failures are counted, and once it has failed
+    NEXTFRAME_AUTH_FAILURE_LIMIT times in the window, Throttled is raised before any key is checked.
+    """
+    refuse_if_throttled(address)
+    try:
+        return _authenticate_key(raw)
+    except AuthError:
+        throttle.record_auth_failure(address)
+        raise
+
+
+def _authenticate_key(raw: str) -> Principal:
     try:
         parsed = keys.parse(raw)
     except keys.MalformedKey as exc:
@@ -130,11 +168,21 @@ def _ticket_hash(token: str) -> str:
 
 
 def mint_ticket(principal: Principal | None = None, *, user=None, organization: Organization | None = None) -> tuple[str, Ticket]:
-    """A single-use ticket for a browser WebSocket, from an API key or a logged-in dashboard user."""
+    """A single-use ticket for a browser WebSocket, from an API key or a logged-in dashboard user.
+
+    Raises Throttled beyond NEXTFRAME_TICKETS_PER_MINUTE per key (dashboard: per user). Every
+    mint also deletes the expired tickets (used or not), so the table holds about one TTL's worth.
+    """
     if principal is not None:
         org, api_key, scopes = principal.organization, principal.api_key, list(principal.scopes)
     else:
         org, api_key, scopes = organization, None, list(ApiKey.SCOPES)
+    ident = f"key:{api_key.key_id}" if api_key is not None else f"user:{getattr(user, 'pk', None)}:org:{org.pk}"
+    retry = throttle.take_ticket_slot(ident)
+    if retry is not None:
+        raise Throttled(f"more than {settings.NEXTFRAME_TICKETS_PER_MINUTE} tickets per minute", retry)
+    now = timezone.now()
+    Ticket.objects.filter(expires_at__lte=now).delete()
     token = "nft_" + secrets.token_urlsafe(32)
     ticket = Ticket.objects.create(
         token_hash=_ticket_hash(token),
@@ -142,13 +190,25 @@ def mint_ticket(principal: Principal | None = None, *, user=None, organization: 
         api_key=api_key,
         user=user,
         scopes=scopes,
-        expires_at=timezone.now() + timedelta(seconds=settings.TICKET_TTL_S),
+        expires_at=now + timedelta(seconds=settings.TICKET_TTL_S),
     )
     return token, ticket
 
 
-def redeem_ticket(token: str) -> Principal:
-    """Consume a ticket exactly once; raises AuthError if unknown, used, expired or its key revoked."""
+def redeem_ticket(token: str, address: str | None = None) -> Principal:
+    """Consume a ticket exactly once; raises AuthError if unknown, used, expired or its key revoked.
+
+    Failures count against `address` like failed keys (authenticate_key).
+    """
+    refuse_if_throttled(address)
+    try:
+        return _redeem_ticket(token)
+    except AuthError:
+        throttle.record_auth_failure(address)
+        raise
+
+
+def _redeem_ticket(token: str) -> Principal:
     with transaction.atomic():
         now = timezone.now()
         # The conditional UPDATE is the single-use guarantee: of two racing redeemers only one

@@ -6,6 +6,18 @@ from rest_framework import authentication, exceptions, permissions
 from nextframe.tenancy import actions
 
 
+def client_address(request) -> str | None:
+    """The address the request came from, as the server saw it (REMOTE_ADDR)."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def throttled_error(exc: actions.Throttled) -> Exception:
+    """A Throttled from the tenancy layer as the REST 429 `rate_limited` error (Retry-After set)."""
+    from nextframe.api.errors import ApiError  # here: rest_framework.views imports this module's settings
+
+    return ApiError(str(exc), code="rate_limited", status_code=429, retry_after_s=exc.retry_after_s)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Bearer nf_live_...`. request.user is None; request.auth is the Principal."""
 
@@ -17,9 +29,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         scheme, _, token = header.partition(" ")
         if scheme.lower() != self.keyword.lower() or not token.strip():
+            # A header that is not even a Bearer key counts as a failed attempt too.
+            try:
+                actions.refuse_if_throttled(client_address(request))
+            except actions.Throttled as exc:
+                raise throttled_error(exc) from None
+            actions.record_auth_failure(client_address(request))
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <api key>'")
         try:
-            principal = actions.authenticate_key(token.strip())
+            principal = actions.authenticate_key(token.strip(), address=client_address(request))
+        except actions.Throttled as exc:
+            raise throttled_error(exc) from None
         except actions.AuthError as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from None
         return (None, principal)
@@ -53,3 +73,4 @@ class HasApiKey(permissions.BasePermission):
             raise exceptions.NotAuthenticated("missing API key: send 'Authorization: Bearer <api key>'")
         scope = getattr(view, "required_scope", None)
         return scope is None or principal.has_scope(scope)
+
