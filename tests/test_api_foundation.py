@@ -165,3 +165,33 @@ def test_readiness_reports_a_broken_dependency(client, monkeypatch):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["broker"] == {"ok": False, "error": "ConnectionError: broker down"}
+
+
+def test_the_documented_browser_snippet_works_for_a_logged_in_dashboard_user(org, django_user_model):
+    """docs/protocol.md: the page's JavaScript reads <meta name="csrf-token"> and sends X-CSRFToken."""
+    import re
+
+    from django.test import Client
+
+    from nextframe.tenancy.models import Membership
+
+    user = django_user_model.objects.create_user("grace", password="pw-for-tests")
+    Membership.objects.create(user=user, organization=org, role="member")
+    browser = Client(enforce_csrf_checks=True)
+    # Log in through the real form, as a person does (it needs the form's CSRF token too).
+    form = browser.get("/accounts/login/")
+    form_token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', form.content).group(1).decode()
+    assert browser.post("/accounts/login/", {"username": "grace", "password": "pw-for-tests",
+                                             "csrfmiddlewaretoken": form_token}).status_code == 302
+    page = browser.get("/dashboard/")
+    match = re.search(rb'<meta name="csrf-token" content="([^"]+)">', page.content)
+    assert match, "the dashboard must expose the CSRF token to its scripts"
+    # fetch("/v1/tickets", {method: "POST"}) without the header: 403 in the envelope, saying why.
+    # (generic() with no data sends no body and no Content-Type, exactly like that fetch call.)
+    refused = browser.generic("POST", "/v1/tickets")
+    assert refused.status_code == 403 and error_of(refused) == "forbidden"
+    assert "CSRF" in refused.json()["error"]["message"]
+    # With the header from the meta tag, as the snippet does (no body, like fetch without one).
+    response = browser.generic("POST", "/v1/tickets", HTTP_X_CSRFTOKEN=match.group(1).decode())
+    assert response.status_code == 201, response.content
+    assert actions.redeem_ticket(response.json()["ticket"]).organization == org
