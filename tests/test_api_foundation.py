@@ -195,3 +195,40 @@ def test_the_documented_browser_snippet_works_for_a_logged_in_dashboard_user(org
     response = browser.generic("POST", "/v1/tickets", HTTP_X_CSRFTOKEN=match.group(1).decode())
     assert response.status_code == 201, response.content
     assert actions.redeem_ticket(response.json()["ticket"]).organization == org
+
+
+def test_unknown_query_parameters_are_refused_like_unknown_fields(client_for, api_key):
+    client = client_for(api_key)
+    response = client.get("/v1/sessions?stauts=ended")
+    assert response.status_code == 400 and error_of(response) == "invalid_request"
+    assert "stauts" in response.json()["error"]["message"]
+    assert client.get("/v1/sessions?status=ended&limit=5").status_code == 200
+    assert client.get("/v1/models?verbose=1").status_code == 400
+
+
+def test_the_document_types_lists_errors_and_bounds(client):
+    doc = json.loads(client.get("/v1/openapi.json").content)
+    schemas = doc["components"]["schemas"]
+    clips = doc["paths"]["/v1/clips"]["get"]
+    listed = clips["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert set(schemas[listed]["required"]) == {"object", "data", "has_more", "next_cursor"}
+    limit = next(p for p in clips["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 100)
+    for path in ("/v1/models", "/v1/models/{model_id}", "/v1/audits/{audit_id}"):
+        body = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in body, (path, body)  # typed, not a free-form object
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            errors = {s: r for s, r in op["responses"].items() if s >= "400"}
+            assert {"400", "401", "403", "406", "429"} <= set(errors), (method, path)
+            for status, response in errors.items():
+                assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert "MethodNotAllowed" in doc["components"]["responses"]
+
+
+def test_one_model_is_the_same_object_as_in_the_list(client_for, api_key):
+    client = client_for(api_key)
+    listed = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert client.get("/v1/models/stylize").json() == listed["stylize"]
+    missing = client.get("/v1/models/no-such-model")
+    assert missing.status_code == 404 and error_of(missing) == "unknown_model"

@@ -36,11 +36,32 @@ def limits_of(spec) -> dict:
     }
 
 
-def describe(spec) -> dict:
+def _hide_foreign_audit_ids(evidence: dict, organization) -> None:
+    """Blank `audit_id`s the caller may not open (another organisation's on-demand audit).
+
+    The evidence itself is about the model on this deployment and is shown to everyone; which
+    organisation asked for the run, and the run's own page, are not.
+    """
+    from nextframe.audits.views import visible_audits
+
+    places = [evidence] + ([evidence["clip"]] if isinstance(evidence.get("clip"), dict) else [])
+    ids = {place.get("audit_id") for place in places} - {None}
+    if not ids:
+        return
+    visible = set(visible_audits(organization).filter(pk__in=ids).values_list("pk", flat=True))
+    for place in places:
+        if place.get("audit_id") not in visible:
+            place["audit_id"] = None
+
+
+def describe(spec, organization=None) -> dict:
+    """The catalog entry of one engine, as `organization` may see it."""
     data = spec.to_dict()
     data["limits"] = limits_of(spec)
     declared = data.get("declared_tier")
     evidence = evidence_for(spec.id)
+    if evidence:
+        _hide_foreign_audit_ids(evidence, organization)
     data["tier"] = evidence["tier"] if evidence else declared
     data["tier_source"] = "measured" if evidence else "declared"
     data["evidence"] = evidence
@@ -48,5 +69,11 @@ def describe(spec) -> dict:
     return data
 
 
-def catalog() -> list[dict]:
-    return [describe(spec) for spec in _specs()]
+def catalog(organization=None) -> list[dict]:
+    return [describe(spec, organization) for spec in _specs()]
+
+
+def model(model_id: str, organization=None) -> dict | None:
+    """One catalog entry (None: no such model installed)."""
+    spec = next((s for s in _specs() if s.id == model_id), None)
+    return None if spec is None else describe(spec, organization)

@@ -1,6 +1,9 @@
 """Request guards that must run before Django or DRF read the body."""
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
 from django.conf import settings
 
 from nextframe.api.errors import json_error
@@ -32,3 +35,52 @@ class BodySizeLimitMiddleware:
             if length > limit:
                 return json_error("payload_too_large", f"request body of {length} bytes exceeds the limit of {limit}", 413)
         return self.get_response(request)
+
+
+@lru_cache(maxsize=1)
+def documented_query_params() -> dict[tuple[str, str], frozenset[str]]:
+    """(OpenAPI path, method) -> the query parameters the document gives that operation.
+
+    Built once per process from the same generator that serves GET /v1/openapi.json, so what is
+    accepted and what is documented cannot drift apart.
+    """
+    from drf_spectacular.generators import SchemaGenerator
+
+    document = SchemaGenerator().get_schema(request=None, public=True)
+    return {
+        (path, method): frozenset(p["name"] for p in op.get("parameters", []) if p.get("in") == "query")
+        for path, operations in document["paths"].items()
+        for method, op in operations.items()
+    }
+
+
+_CONVERTER = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+class UnknownQueryParamsMiddleware:
+    """Refuse query parameters an endpoint does not document (400 invalid_request).
+
+    The same rule as unknown body fields: `?stauts=ended` must not silently list every session.
+    Requests that match no documented operation (a wrong method, the document itself) are left to
+    the view.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        if not request.path.startswith("/v1/") or not request.GET or request.resolver_match is None:
+            return None
+        path = "/" + _CONVERTER.sub(r"{\1}", request.resolver_match.route)
+        allowed = documented_query_params().get((path, request.method.lower()))
+        if allowed is None:
+            return None
+        unknown = sorted(set(request.GET) - allowed)
+        if unknown:
+            names = ", ".join(repr(name) for name in unknown)
+            known = ", ".join(sorted(allowed)) or "none"
+            return json_error("invalid_request", f"unknown query parameter(s) {names} (this endpoint takes: {known})", 400)
+        return None

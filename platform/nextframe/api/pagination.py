@@ -53,8 +53,9 @@ class ListCursorPagination(CursorPagination):
     def get_paginated_response_schema(self, schema):
         return {
             "type": "object",
+            "required": ["object", "data", "has_more", "next_cursor"],
             "properties": {
-                "object": {"type": "string", "example": "list"},
+                "object": {"type": "string", "enum": ["list"]},
                 "data": schema,
                 "has_more": {"type": "boolean"},
                 "next_cursor": {"type": "string", "nullable": True},

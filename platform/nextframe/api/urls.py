@@ -8,6 +8,7 @@ from nextframe.api import views
 
 urlpatterns = [
     path("models", views.ModelsView.as_view(), name="models"),
+    path("models/<str:model_id>", views.ModelDetailView.as_view(), name="model"),
     path("tickets", views.TicketsView.as_view(), name="tickets"),
     path("", include("nextframe.live.urls")),
     path("", include("nextframe.clips.urls")),

@@ -6,9 +6,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from nextframe.api import catalog
-from nextframe.api.serializers import EmptyRequestSerializer, TicketSerializer
+from nextframe.api.errors import ApiError
+from nextframe.api.serializers import EmptyRequestSerializer, ModelListSerializer, ModelSerializer, TicketSerializer
 from nextframe.tenancy import actions
-from nextframe.tenancy.auth import ApiKeyAuthentication, DashboardSessionAuthentication
+from nextframe.tenancy.auth import ApiKeyAuthentication, DashboardSessionAuthentication, throttled_error
 
 
 class ModelsView(APIView):
@@ -16,10 +17,23 @@ class ModelsView(APIView):
 
     required_scope = None
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: ModelListSerializer}, operation_id="models_list", summary="Every model, with its tier as measured here")
     def get(self, request):
-        models = catalog.catalog()
+        models = catalog.catalog(organization=request.auth.organization)
         return Response({"object": "list", "data": models})
+
+
+class ModelDetailView(APIView):
+    """GET /v1/models/{id}: one model, the same object as in the list (404 unknown_model)."""
+
+    required_scope = None
+
+    @extend_schema(responses={200: ModelSerializer}, summary="One model")
+    def get(self, request, model_id: str):
+        model = catalog.model(model_id, organization=request.auth.organization)
+        if model is None:
+            raise ApiError(f"unknown model {model_id!r}", code="unknown_model", status_code=404)
+        return Response(model)
 
 
 class TicketsView(APIView):
@@ -33,8 +47,11 @@ class TicketsView(APIView):
         EmptyRequestSerializer.check(request)
         principal = request.auth
         user = request.user if getattr(request.user, "is_authenticated", False) else None
-        if principal.api_key is None:
-            token, ticket = actions.mint_ticket(user=user, organization=principal.organization)
-        else:
-            token, ticket = actions.mint_ticket(principal)
+        try:
+            if principal.api_key is None:
+                token, ticket = actions.mint_ticket(user=user, organization=principal.organization)
+            else:
+                token, ticket = actions.mint_ticket(principal)
+        except actions.Throttled as exc:
+            raise throttled_error(exc) from None
         return Response({"ticket": token, "expires_at": ticket.expires_at.isoformat()}, status=201)

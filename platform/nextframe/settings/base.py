@@ -169,7 +169,7 @@ NEXTFRAME_AUTH_FAILURE_WINDOW_S = env_int("NEXTFRAME_AUTH_FAILURE_WINDOW_S", 300
 NEXTFRAME_TICKETS_PER_MINUTE = env_int("NEXTFRAME_TICKETS_PER_MINUTE", 60, minimum=0)
 # Dashboard and admin login forms: django-axes (attempts stored in the database, so shared by nodes).
 INSTALLED_APPS += ["axes"]
-MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware", "nextframe.api.middleware.UnknownQueryParamsMiddleware"]
 AUTHENTICATION_BACKENDS = ["nextframe.tenancy.backends.LoginLockoutBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = env_int("NEXTFRAME_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_float("NEXTFRAME_LOGIN_COOLOFF_S", 900.0, minimum=1.0) / 3600.0  # hours
