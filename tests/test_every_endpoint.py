@@ -166,3 +166,34 @@ def test_a_pending_audit_of_another_organisation_is_not_handed_out(client_for, a
     assert client_for(api_key).get(f"/v1/audits/{mine.json()['id']}").status_code == 200
     again = client_for(api_key).post("/v1/models/identity/audit")
     assert again.json()["id"] == mine.json()["id"]  # the caller's own pending run is still reused
+
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_clip_run_of_an_on_demand_audit_belongs_to_the_organisation(client_for, api_key, other_key, org,
+                                                                         monkeypatch):
+    """The worker's clip-tier run is the asking organisation's too, not a platform run all can read."""
+    import time
+
+    from inference.audit import AuditError
+    from nextframe.audits import actions as audits
+    from nextframe.audits.models import AuditRun
+
+    def unmeasured_live(model_id, source, run=None):
+        return audits._fail(run, "not measured in this test")
+
+    def unmeasured_clip(*args, **kwargs):
+        raise AuditError("not measured in this test")
+
+    # The real background worker runs the job; only the measurements themselves are cut short.
+    monkeypatch.setattr(audits, "run_audit", unmeasured_live)
+    monkeypatch.setattr("inference.audit.clip.audit_clip", unmeasured_clip)
+    assert client_for(api_key).post("/v1/models/identity/audit").status_code == 202
+    deadline = time.monotonic() + 30
+    while not AuditRun.objects.filter(kind="clip", status="failed").exists():
+        assert time.monotonic() < deadline, "the worker never recorded the clip run"
+        time.sleep(0.05)
+    clip_run = AuditRun.objects.get(kind="clip")
+    assert clip_run.organization_id == org.pk
+    assert client_for(api_key).get(f"/v1/audits/{clip_run.pk}").status_code == 200
+    assert client_for(other_key).get(f"/v1/audits/{clip_run.pk}").status_code == 404

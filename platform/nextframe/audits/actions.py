@@ -223,10 +223,11 @@ def run_audit(model_id: str, source: str, run: AuditRun | None = None, transport
                     expected=(AuditError, EngineError))
 
 
-def run_clip_audit(model_id: str, source: str) -> AuditRun:
+def run_clip_audit(model_id: str, source: str, organization_id: int | None = None) -> AuditRun:
     """Measure `model_id`'s clip tier (first frame deliverable vs last frame computed) and store it.
 
     It renders in this process under a clip-priority pool lease (`clip_reservation`), like a clip job.
+    `organization_id`: who asked (on demand), so the clip run is that organisation's like its live run.
     """
     from inference.audit import AuditError
     from inference.audit.clip import audit_clip
@@ -235,7 +236,8 @@ def run_clip_audit(model_id: str, source: str) -> AuditRun:
     from nextframe.audits.transport import clip_reservation
 
     get_spec(model_id)
-    run = AuditRun.objects.create(model_id=model_id, kind="clip", source=source, status="running")
+    run = AuditRun.objects.create(model_id=model_id, kind="clip", source=source, status="running",
+                                  organization_id=organization_id)
 
     def measure():
         width, height, fps, frames, sessions = _clip_plan()
@@ -305,7 +307,7 @@ class _Worker:
                     wait_for_quiet_devices(float(setting("NEXTFRAME_AUDIT_IDLE_WAIT_S", 300.0)))
                 run_audit(run.model_id, run.source, run=run)
                 if with_clip:
-                    run_clip_audit(run.model_id, run.source)
+                    run_clip_audit(run.model_id, run.source, organization_id=run.organization_id)
             except Exception:
                 log.exception("background audit %s failed", run_id)
             finally:
