@@ -293,9 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         _out(f"--output {args.output!r}: its folder does not exist", err=True)
         return 1
-    if args.save_frames and os.path.exists(args.save_frames) and not os.path.isdir(args.save_frames):
-        _out(f"--save-frames {args.save_frames!r}: exists and is not a folder", err=True)
-        return 1
+    if args.save_frames and os.path.exists(args.save_frames):
+        if not os.path.isdir(args.save_frames):
+            _out(f"--save-frames {args.save_frames!r}: exists and is not a folder", err=True)
+            return 1
+        if any(name.startswith("frame_") and name.endswith(".jpg") for name in os.listdir(args.save_frames)):
+            # Mixing two sessions' frames under one numbering would be silently wrong.
+            _out(f"--save-frames {args.save_frames!r}: already holds frame_*.jpg files; use an empty folder", err=True)
+            return 1
     try:
         return asyncio.run(_run(args, params))
     except LiveClientError as exc:

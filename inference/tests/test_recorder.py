@@ -75,6 +75,15 @@ def test_cli_refuses_an_output_in_a_missing_folder(tmp_path, capsys):
     assert code == 1 and "its folder does not exist" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_frames_folder_holding_another_runs_frames(tmp_path, capsys):
+    (tmp_path / "frame_000000.jpg").write_bytes(b"old")
+    assert live_cli.main(["--model", "identity", "--save-frames", str(tmp_path)]) == 1
+    assert "already holds frame_*.jpg" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert live_cli.main(["--model", "identity", "--save-frames", str(tmp_path / "file")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+
+
 class DroppingServer:
     """Sends session.ready and N frames, then drops the connection (no session.ended)."""
 
