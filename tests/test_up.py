@@ -177,9 +177,6 @@ def test_up_verbose_shows_the_logs(tmp_path):
 
     with running_server(tmp_path, verbose=True) as server:
         http("GET", f"{server.base}/v1/models", server.key)
-        deadline = time.monotonic() + 60
-        while "ready." not in "".join(server.output) and time.monotonic() < deadline:
-            time.sleep(0.5)
         code, output = server.stop()
-    assert code == 0 and "Listening on TCP address" in output and "ready." in output
+    assert code == 0 and "Listening on TCP address" in output and "GET /v1/models" in output
     assert not (tmp_path / "data" / "logs").exists()
