@@ -403,3 +403,123 @@ def file_source(path: str, width: int, height: int, loop: bool = True, quality: 
                 yield jpeg
         if not loop:
             return
+
+
+# --- keeping what a session made ----------------------------------------------------------------
+
+
+class SessionRecorder:
+    """Keep a session's output frames: an H.264 MP4 (`output`) and/or numbered JPEGs (`frames_dir`).
+
+        recorder = SessionRecorder(output="out.mp4", frames_dir="frames/")
+        recorder.open(ready["width"], ready["height"], ready["fps"])   # the session's size and rate
+        async for event in client:
+            if isinstance(event, ReceivedFrame):
+                await recorder.add(event)
+        summary = await recorder.close()        # {"frames", "output", "frames_dir", ...}
+
+    The MP4 is encoded while the session runs, in a thread (`inference.video.encode_mp4`: libx264,
+    or NVENC when the GPU has one; moov first; the file appears whole at close). It holds one frame
+    per received frame at the session's fps, so frames the client never received are simply absent.
+    H.264 needs even sides: an odd width or height loses its last column or row in the MP4 (the
+    JPEGs keep every pixel). JPEGs are the received bytes as they are: frame_000000.jpg, ... in the
+    order received. At most `max_queued` frames wait for the writer; beyond that `add()` waits,
+    so memory stays bounded when the disk or the encoder is slower than the session.
+    """
+
+    def __init__(self, output: str | None = None, frames_dir: str | None = None, *, max_queued: int = 64) -> None:
+        if output is None and frames_dir is None:
+            raise ValueError("nothing to record: give an output file and/or a frames directory")
+        self.output, self.frames_dir = output, frames_dir
+        self.frames = 0
+        self.width = self.height = self.fps = 0
+        self._queue: Any = None
+        self._thread: Any = None
+        self._error: BaseException | None = None
+        self._max_queued = max_queued
+        self._encoded: Any = None
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        """Start the writer for frames of `width` x `height` at `fps` (the session's, from session.ready)."""
+        import queue
+        import threading
+
+        if width < 1 or height < 1:
+            raise ValueError(f"frame size must be positive, got {width}x{height}")
+        self.width, self.height, self.fps = int(width), int(height), max(1, round(float(fps)))
+        if self.frames_dir is not None:
+            os.makedirs(self.frames_dir, exist_ok=True)
+        if self.output is not None and (self.width < 2 or self.height < 2):
+            raise ValueError(f"an MP4 needs at least 2x2 pixels, the session is {width}x{height}")
+        self._queue = queue.Queue(maxsize=self._max_queued)
+        self._thread = threading.Thread(target=self._write, name="nf-recorder", daemon=True)
+        self._thread.start()
+
+    async def add(self, frame: ReceivedFrame) -> None:
+        """Queue one received frame (waits while `max_queued` frames are already waiting)."""
+        import queue
+
+        if self._queue is None:
+            raise RuntimeError("open() first")
+        if self._error is not None:
+            raise self._error
+        try:
+            self._queue.put_nowait(frame.jpeg)
+        except queue.Full:
+            await asyncio.to_thread(self._queue.put, frame.jpeg)
+
+    async def close(self) -> dict[str, Any]:
+        """Finish the files (the MP4 is complete when this returns); a summary of what was written.
+
+        Raises the writer's error (a frame that is not a JPEG of the session size, a full disk...)."""
+        if self._queue is None:
+            raise RuntimeError("open() first")
+        await asyncio.to_thread(self._queue.put, None)
+        await asyncio.to_thread(self._thread.join)
+        if self._error is not None:
+            raise self._error
+        mp4 = self._encoded
+        return {"frames": self.frames, "width": self.width, "height": self.height, "fps": self.fps,
+                "output": self.output, "output_frames": mp4.frames if mp4 is not None else None,
+                "output_bytes": mp4.bytes if mp4 is not None else None, "frames_dir": self.frames_dir}
+
+    # --- the writer thread ------------------------------------------------------------------
+
+    def _jpegs(self) -> Iterator[bytes]:
+        while True:
+            jpeg = self._queue.get()
+            if jpeg is None:
+                return
+            if self.frames_dir is not None:
+                with open(os.path.join(self.frames_dir, f"frame_{self.frames:06d}.jpg"), "wb") as f:
+                    f.write(jpeg)
+            self.frames += 1
+            yield jpeg
+
+    def _rgb(self, jpegs: Iterator[bytes], width: int, height: int) -> Iterator[Any]:
+        from inference.codec import decode_jpeg
+
+        for jpeg in jpegs:
+            # The session's size exactly (the size policy would refuse anything else); cropped to even sides.
+            yield decode_jpeg(jpeg, self.width, self.height)[:height, :width]
+
+    def _write(self) -> None:
+        try:
+            if self.output is None:
+                for _ in self._jpegs():
+                    pass
+                return
+            from inference.video import encode_mp4
+
+            width, height = self.width - self.width % 2, self.height - self.height % 2
+            try:
+                self._encoded = encode_mp4(self._rgb(self._jpegs(), width, height), self.output, self.fps, width, height)
+            except ValueError as exc:
+                if self.frames == 0 and "no frames" in str(exc):
+                    return  # nothing was received: no file (the summary says 0 frames)
+                raise
+        except BaseException as exc:  # reported by add()/close(), in the caller's task
+            self._error = exc
+            while True:  # keep draining so that a waiting add() or close() never blocks forever
+                if self._queue.get() is None:
+                    return

@@ -1,6 +1,8 @@
 """The `nextframe live` command: run one live session from the terminal and print its metrics.
 
 Built on the reference client (`inference.client`); `nextframe live ...` calls `main(argv)`.
+`--output out.mp4` keeps what the session made as an H.264 MP4 at the session's size and fps, and
+`--save-frames DIR` as the received JPEGs (frame_000000.jpg, ...), via `client.SessionRecorder`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import sys
 import time
 from typing import Any, Iterator
 
-from inference.client import LiveClient, LiveClientError, ReceivedFrame, file_source, pattern_source
+from inference.client import (LiveClient, LiveClientError, ReceivedFrame, SessionRecorder, file_source,
+                              pattern_source)
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -48,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--control-every", type=int, metavar="N", help="send a control every N output frames")
     ap.add_argument("--control-prompt", action="append", default=[], help="prompts to cycle through (repeatable)")
     ap.add_argument("--json", action="store_true", help="print server messages as JSON lines")
+    ap.add_argument("--output", metavar="FILE.mp4", help="write the received frames to an H.264 MP4 (session size and fps)")
+    ap.add_argument("--save-frames", metavar="DIR", help="write each received frame as DIR/frame_000000.jpg, ...")
     return ap
 
 
@@ -81,8 +86,9 @@ class _Run:
     lag (from sending a control to the first received frame whose header carries its seq).
     """
 
-    def __init__(self, client: LiveClient, args: argparse.Namespace, ready: dict[str, Any]) -> None:
-        self.client, self.args, self.ready = client, args, ready
+    def __init__(self, client: LiveClient, args: argparse.Namespace, ready: dict[str, Any],
+                 recorder: SessionRecorder | None = None) -> None:
+        self.client, self.args, self.ready, self.recorder = client, args, ready, recorder
         self.stop = asyncio.Event()
         self.frames_received = 0
         self.last_frame_index = -1
@@ -140,6 +146,8 @@ class _Run:
     async def on_frame(self, frame: ReceivedFrame) -> None:
         header = frame.header
         self.frames_received += 1
+        if self.recorder is not None:
+            await self.recorder.add(frame)
         self.last_frame_index = header.frame_index
         if header.input_seq is not None:
             self.round_trip_ms.append(frame.received_at * 1000 - header.input_capture_ts_us / 1000)
@@ -189,7 +197,11 @@ async def _run(args: argparse.Namespace, params: dict[str, Any] | None) -> int:
     loop = asyncio.get_running_loop()
     async with LiveClient(args.url, key=args.key, ticket=args.ticket) as client:
         ready = await client.start(args.model, args.width, args.height, args.fps, args.prompt, params)
-        run = _Run(client, args, ready)
+        recorder = None
+        if args.output or args.save_frames:
+            recorder = SessionRecorder(args.output, args.save_frames)
+            recorder.open(int(ready["width"]), int(ready["height"]), float(ready["fps"]))
+        run = _Run(client, args, ready, recorder)
         try:  # Ctrl-C stops the session cleanly; a second Ctrl-C interrupts for real
             loop.add_signal_handler(signal.SIGINT, lambda: (run.stop.set(), loop.remove_signal_handler(signal.SIGINT)))
         except (RuntimeError, ValueError, NotImplementedError):
@@ -203,6 +215,7 @@ async def _run(args: argparse.Namespace, params: dict[str, Any] | None) -> int:
             source = pattern_source(w, h) if args.input == "pattern" else file_source(args.input, w, h)
             tasks.append(asyncio.create_task(run.send(source)))
         stopper = asyncio.create_task(run.stop.wait())
+        recorded = True
         try:
             done, _ = await asyncio.wait([stopper, *tasks], timeout=args.duration,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -226,9 +239,38 @@ async def _run(args: argparse.Namespace, params: dict[str, Any] | None) -> int:
                 loop.remove_signal_handler(signal.SIGINT)
             except (RuntimeError, ValueError, NotImplementedError):
                 pass
+            if recorder is not None:
+                # Whatever ended the session, finish the files with what was received.
+                await asyncio.gather(*tasks, return_exceptions=True)
+                recorded = await _finish(recorder, args.json)
         if run.frames_received and not args.json:
             _out(run.summary())
-        return _exit_code(ended.get("reason"))
+        code = _exit_code(ended.get("reason"))
+        return code if recorded else (code or 1)
+
+
+async def _finish(recorder: SessionRecorder, json_mode: bool) -> bool:
+    """Close the recorder and say what was saved (on stderr in JSON mode); False if writing failed."""
+    try:
+        summary = await recorder.close()
+    except Exception as exc:  # a full disk, a frame that does not decode...
+        _out(f"error: could not save the session's frames: {exc}", err=True)
+        return False
+    _out(_recorded(summary), err=json_mode)
+    return True
+
+
+def _recorded(summary: dict[str, Any]) -> str:
+    kept = []
+    if summary["output"]:
+        if summary["output_frames"]:
+            kept.append(f"{summary['output']} ({summary['output_frames']} frames, {summary['width'] - summary['width'] % 2}x"
+                        f"{summary['height'] - summary['height'] % 2} @ {summary['fps']} fps, H.264)")
+        else:
+            kept.append(f"no {summary['output']} (no frames received)")
+    if summary["frames_dir"]:
+        kept.append(f"{summary['frames']} JPEGs in {summary['frames_dir']}")
+    return "saved " + ", ".join(kept)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.input and args.input != "pattern" and not os.path.isfile(args.input):
         _out(f"--input {args.input!r}: no such file (use 'pattern' for the test pattern)", err=True)
         return 1
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        _out(f"--output {args.output!r}: its folder does not exist", err=True)
+        return 1
+    if args.save_frames and os.path.exists(args.save_frames):
+        if not os.path.isdir(args.save_frames):
+            _out(f"--save-frames {args.save_frames!r}: exists and is not a folder", err=True)
+            return 1
+        if any(name.startswith("frame_") and name.endswith(".jpg") for name in os.listdir(args.save_frames)):
+            # Mixing two sessions' frames under one numbering would be silently wrong.
+            _out(f"--save-frames {args.save_frames!r}: already holds frame_*.jpg files; use an empty folder", err=True)
+            return 1
     try:
         return asyncio.run(_run(args, params))
     except LiveClientError as exc:

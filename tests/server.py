@@ -78,9 +78,10 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(tmp_path, extra_env: dict | None = None):
-    """`nextframe up` on a free port; yields a RunningServer with the printed API key."""
-    server = RunningServer(start_server(str(tmp_path / "data"), extra_env or {}))
+def running_server(tmp_path, extra_env: dict | None = None, verbose: bool = True):
+    """`nextframe up` on a free port (--verbose: its logs in `output`); yields a RunningServer with
+    the printed API key."""
+    server = RunningServer(start_server(str(tmp_path / "data"), extra_env or {}, verbose=verbose))
     try:
         yield server
     finally:

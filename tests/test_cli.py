@@ -67,3 +67,25 @@ def test_first_run_bootstrap_creates_default_org_once():
     key = cli.bootstrap_default_org()
     assert actions.authenticate_key(key).organization.name == "default"
     assert cli.bootstrap_default_org() is None
+
+
+def test_a_dead_child_is_reported_with_the_tail_of_its_log(tmp_path, capsys):
+    (tmp_path / "worker.log").write_text("".join(f"line {i}\n" for i in range(100)) + "KeyError: 'boom'\n")
+    cli._report_exit("worker", 1, tmp_path)
+    err = capsys.readouterr().err
+    assert "the worker process exited with code 1" in err and "KeyError: 'boom'" in err
+    assert "line 81\n" in err and "line 80\n" not in err  # the last 20 lines, not the whole log
+    cli._report_exit("web", 1, None)  # --verbose: the log was on the terminal already
+    assert "last lines" not in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_named_before_anything_starts():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert "in use" in cli.port_in_use("127.0.0.1", port)
+    assert cli.port_in_use("127.0.0.1", port) is None
+    assert "cannot resolve" in cli.port_in_use("no-such-host.invalid", port)

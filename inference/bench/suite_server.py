@@ -69,11 +69,15 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(data_dir: str, extra_env: dict[str, str]) -> Server:
-    """`nextframe up` on a free port; waits for /healthz; the printed API key is kept."""
+def start_server(data_dir: str, extra_env: dict[str, str], verbose: bool = True) -> Server:
+    """`nextframe up` on a free port; waits for /healthz; the printed API key is kept.
+
+    `verbose` (the default here) passes --verbose, so the server's logs land in `Server.output`
+    with what it printed (diagnostics for a failing test or benchmark)."""
     port = free_port()
     env = clean_env(extra_env)
-    proc = subprocess.Popen([sys.executable, "-m", "nextframe.cli", "up", "--port", str(port), "--data-dir", data_dir],
+    argv = [sys.executable, "-m", "nextframe.cli", "up", "--port", str(port), "--data-dir", data_dir]
+    proc = subprocess.Popen(argv + (["--verbose"] if verbose else []),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     key = None

@@ -1,10 +1,10 @@
 """The `nextframe` command: run the platform, manage tenants and keys, talk to a live endpoint.
 
-    nextframe up [--host 127.0.0.1] [--port 8000] [--data-dir DIR]
+    nextframe up [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--verbose]
     nextframe createorg NAME [--max-live-sessions N] [--gpu-seconds-limit S]
     nextframe createkey --org NAME [--scopes live,clips,read] [--test]
     nextframe revokekey KEY_OR_ID
-    nextframe live --url ws://.../v1/live --key KEY --model ID [--input pattern|FILE]
+    nextframe live --url ws://.../v1/live --key KEY --model ID [--input pattern|FILE] [--output F.mp4] [--save-frames DIR]
     nextframe audit --model ID [--json]          (or --url/--key against any protocol v1 endpoint)
     nextframe manage <django management command> ...
 
@@ -19,7 +19,10 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO
 
 
 def _setup_django(data_dir: str | None) -> None:
@@ -82,6 +85,25 @@ def _wait_for_port(host: str, port: int, child: subprocess.Popen, timeout_s: flo
     return False
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (None: it can). Checked before anything starts: once
+    another server holds the port, waiting for ours to answer there would be fooled by that one."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does: TIME_WAIT is no conflict
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def _children_commands(host: str, port: int) -> dict[str, list[str]]:
     from nextframe.celery import QUEUES
 
@@ -99,7 +121,47 @@ def _children_commands(host: str, port: int) -> dict[str, list[str]]:
     }
 
 
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))
+            return b"".join(f.readlines()[-lines:]).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _open_logs(log_dir: Path, names: list[str]) -> dict[str, IO[bytes]]:
+    """One append-mode log per child process, each run marked by a line with its start time."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logs = {}
+    for name in names:
+        log = open(log_dir / f"{name}.log", "ab")
+        log.write(f"--- nextframe up, {datetime.now(timezone.utc).isoformat(timespec='seconds')} ---\n".encode())
+        log.flush()
+        logs[name] = log
+    return logs
+
+
+def _report_exit(name: str, code: int | None, log_dir: Path | None) -> None:
+    print(f"error: the {name} process exited with code {code}; stopping", file=sys.stderr)
+    if log_dir is not None:  # quiet mode: the reason is in its log, not on the terminal
+        tail = log_tail(log_dir / f"{name}.log")
+        if tail:
+            print(f"--- last lines of {log_dir / f'{name}.log'} ---\n{tail.rstrip()}", file=sys.stderr)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    """Migrate, start the web server and the embedded worker, say where they are; Ctrl-C stops them.
+
+    Quiet by default: the terminal shows the URLs, the key (first run) and how to stop, and the
+    children's output (daphne, the Celery banner and warnings, request logs) goes to
+    DATA_DIR/logs/web.log and worker.log. --verbose lets the children print to the terminal.
+    """
+    problem = port_in_use(args.host, args.port)
+    if problem:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {problem} (another `nextframe up`? choose "
+                     "another with --port)")
     _setup_django(args.data_dir)
     from django.conf import settings
     from django.core.management import call_command
@@ -111,6 +173,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     key = bootstrap_default_org()
     children: dict[str, subprocess.Popen] = {}
     env = dict(os.environ, NEXTFRAME_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
+    commands = _children_commands(args.host, args.port)
+    log_dir = None if args.verbose else Path(settings.DATA_DIR) / "logs"
+    logs = _open_logs(log_dir, list(commands)) if log_dir is not None else {}
     stopping = False
 
     def stop(signum=None, frame=None):
@@ -119,26 +184,42 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for name, command in _children_commands(args.host, args.port).items():
-        children[name] = subprocess.Popen(command, env=env)
-    # Announce the URLs (and the key) only once the server really answers on them.
-    _wait_for_port(args.host, args.port, children["web"])
-    base = f"http://{args.host}:{args.port}"
-    print(f"NextFrame is up (data dir {settings.DATA_DIR}, database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
-          f"broker {settings.CELERY_BROKER_URL.split(':', 1)[0]})")
-    print(f"  REST API   {base}/v1/models   (OpenAPI: {base}/v1/openapi.json)")
-    print(f"  Live       ws://{args.host}:{args.port}/v1/live")
-    print(f"  Dashboard  {base}/dashboard/   Health: {base}/healthz  {base}/readyz")
-    if key:
-        print("Created organisation 'default'. Its API key (shown once, keep it):")
-        print(f"  {key}")
-    sys.stdout.flush()
+    for name, command in commands.items():
+        log = logs.get(name)
+        children[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                          stdin=subprocess.DEVNULL)
     exit_code = 0
+    # Announce the URLs (and the key) only once the server really answers on them.
+    if _wait_for_port(args.host, args.port, children["web"]):
+        base = f"http://{args.host}:{args.port}"
+        print(f"NextFrame is up (data dir {settings.DATA_DIR}, database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
+              f"broker {settings.CELERY_BROKER_URL.split(':', 1)[0]})")
+        print(f"  REST API   {base}/v1/models   (OpenAPI: {base}/v1/openapi.json)")
+        print(f"  Live       ws://{args.host}:{args.port}/v1/live")
+        print(f"  Dashboard  {base}/dashboard/   Health: {base}/healthz  {base}/readyz")
+        if key:
+            print("Created organisation 'default'. Its API key (shown once, keep it):")
+            print(f"  {key}")
+        if log_dir is not None:
+            print(f"Logs: {log_dir}/web.log, worker.log (--verbose shows them here). Press Ctrl-C to stop.")
+        else:
+            print("Press Ctrl-C to stop.")
+        sys.stdout.flush()
+    elif not stopping:
+        web = children["web"]
+        if web.poll() is None:
+            print(f"error: the web server did not answer on {args.host}:{args.port} within 60 s; stopping", file=sys.stderr)
+        else:
+            _report_exit("web", web.returncode, log_dir)
+        if key:  # created in the database already: it must not be lost with a server that failed
+            print(f"Created organisation 'default'. Its API key (shown once, keep it):\n  {key}", file=sys.stderr)
+        exit_code, stopping = 1, True
     while not stopping:
         for name, child in children.items():
             if child.poll() is not None:
-                print(f"error: the {name} process exited with code {child.returncode}; stopping", file=sys.stderr)
+                _report_exit(name, child.returncode, log_dir)
                 exit_code, stopping = 1, True
+                break
         time.sleep(0.3)
     for child in children.values():
         if child.poll() is None:
@@ -150,6 +231,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+    for log in logs.values():
+        log.close()
     print("NextFrame stopped.")
     return exit_code
 
@@ -230,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="migrate, start the web server and an embedded Celery worker")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--verbose", action="store_true",
+                    help="show the web server's and the worker's logs here (default: DATA_DIR/logs/*.log)")
     _add_data_dir(up)
 
     org = sub.add_parser("createorg", help="create an organisation")

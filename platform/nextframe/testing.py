@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -36,6 +37,46 @@ def need_service(name: str, url: str) -> None:
     if services_required():
         pytest.fail(f"{message} and NEXTFRAME_REQUIRE_SERVICES=1 (CI needs it running)", pytrace=False)
     pytest.skip(f"{message}: start it to run the scaled-out tests")
+
+
+# --- the developer's data dir stays untouched --------------------------------------------------------
+# `make up` keeps its database, key and broker in ./.nextframe (the default data dir); a test, or a
+# process it starts, that lands there would mix test data into it. The run fails if the folder was
+# created during it, or got new entries.
+
+def _entries(path: Path) -> set[str] | None:
+    try:
+        return {entry.name for entry in path.iterdir()}
+    except FileNotFoundError:
+        return None
+
+
+# Taken when this plugin is imported (`-p nextframe.testing`), before pytest-django loads the settings.
+_DEFAULT_DATA_DIR = Path.cwd() / ".nextframe"
+_DEFAULT_DATA_DIR_BEFORE = _entries(_DEFAULT_DATA_DIR)
+
+
+def default_data_dir_change(path: Path, before: set[str] | None) -> str | None:
+    """What the run did to the default data dir `path` (None: nothing), given its entries before."""
+    after = _entries(path)
+    if after is None or after == before:
+        return None
+    if before is None:
+        return f"the test run created {path} (the default data dir of `nextframe up`): {sorted(after)}"
+    if after - before:
+        return (f"the test run added {sorted(after - before)} to {path} (the default data dir of "
+                "`nextframe up`; or is a `nextframe up` running from this folder?)")
+    return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    problem = default_data_dir_change(_DEFAULT_DATA_DIR, _DEFAULT_DATA_DIR_BEFORE)
+    if problem:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"ERROR: {problem}; tests must use their own data dirs", red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_report_header(config):

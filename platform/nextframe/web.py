@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     patch_http_body_limit(settings.MAX_UPLOAD_BYTES + 64 * 1024)
     from daphne.cli import CommandLineInterface
 
+    from nextframe.audits.server import serving
+    serving()  # this process is the server: start-up audits run here (not guessed from argv)
     CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
 
 

@@ -1,11 +1,10 @@
-"""The audits app: measured tier labels. At start it loads extra engines and, in a server process,
-queues background audits of models whose evidence is missing or stale."""
+"""The audits app: measured tier labels. At start it loads extra engines and, in the server process
+(the entry point says so: `nextframe.audits.server.serving()`), queues background audits of models
+whose evidence is missing or stale."""
 from __future__ import annotations
 
 import importlib
 import logging
-import os
-import sys
 
 from django.apps import AppConfig
 
@@ -34,18 +33,12 @@ def load_extra_engines() -> list[str]:
     return loaded
 
 
-def _is_server_process() -> bool:
-    argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return "daphne" in sys.argv[0] or argv0 in {"daphne", "uvicorn"} or "runserver" in sys.argv
-
-
 class AuditsConfig(AppConfig):
     name = "nextframe.audits"
     label = "audits"
 
     def ready(self) -> None:
         load_extra_engines()
-        from nextframe.audits.actions import setting, start_startup_audits
+        from nextframe.audits.server import start_if_serving
 
-        if setting("NEXTFRAME_AUDIT_ON_STARTUP", True) and _is_server_process():
-            start_startup_audits()
+        start_if_serving()  # only where the server entry point announced itself before setup

@@ -2,12 +2,22 @@
 
 NEXTFRAME_TEST_PROFILE=scaled points the suite at the PostgreSQL and Redis on loopback
 (TEST_DATABASE_URL / TEST_REDIS_URL override their addresses).
+
+The environment is prepared before base.py reads it (nextframe.settings loads base lazily for that
+reason). The data dir is a temporary folder, never ./.nextframe (the one `nextframe up` uses):
+created here, shared with the subprocesses that inherit NEXTFRAME_DATA_DIR, removed at exit by the
+process that created it.
 """
+import atexit
 import os
+import shutil
 import tempfile
 
 _profile = os.environ.get("NEXTFRAME_TEST_PROFILE", "embedded")
-os.environ.setdefault("NEXTFRAME_DATA_DIR", tempfile.mkdtemp(prefix="nextframe-test-"))
+if not os.environ.get("NEXTFRAME_DATA_DIR"):
+    _data_dir = tempfile.mkdtemp(prefix="nextframe-test-")
+    os.environ["NEXTFRAME_DATA_DIR"] = _data_dir
+    atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)
 os.environ["NEXTFRAME_ENV"] = "test"
 if _profile == "scaled":
     os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/nextframe")
