@@ -142,6 +142,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
 )
+# No result backend (task_ignore_result, nextframe.celery): Celery makes no other Redis client.
+
+# --- Stale live-session records (nextframe.live.sweeper) ------------------------------------------
+# Every server process ends records not checkpointed for LIVE_STALE_RECORD_S (their process died),
+# looking every LIVE_SWEEP_INTERVAL_S (0 turns the timer off).
+LIVE_STALE_RECORD_S = env_float("NEXTFRAME_LIVE_STALE_RECORD_S", 60.0, minimum=2.0)
+LIVE_SWEEP_INTERVAL_S = env_float("NEXTFRAME_LIVE_SWEEP_INTERVAL_S", 30.0, minimum=0.0)
 
 # --- Media and static ---------------------------------------------------------------------------
 MEDIA_ROOT = str(DATA_DIR / "media")
