@@ -211,11 +211,34 @@ def _arg_now(now: float | None) -> str:
     return "" if now is None else repr(float(now))
 
 
+# Client timeouts, explicit (redis-py's defaults change between majors; 8.x reads for 5 s). No
+# command here blocks: each is one short Lua script, so a reply slower than SOCKET_TIMEOUT_S means
+# Redis or the network is stuck. The LeaseKeeper heartbeats every TTL/3 (5 s by default) on one
+# thread and is itself the retry loop for a timed-out heartbeat (the lease lives on for the TTL), so
+# a stalled call fails fast instead of holding the keeper for a whole interval. A dropped connection
+# (Redis restarted) is retried once at once, on a fresh connection: a timeout is not, as a retried
+# reserve script may already have run.
+SOCKET_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 2.0
+
+
+def client_from_url(url: str) -> redis_py.Redis:
+    """A redis.Redis for the pool with the timeouts above (query parameters of `url` win)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis_py.Redis.from_url(
+        url, **{"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S,
+                "socket_keepalive": True,
+                "retry": Retry(NoBackoff(), 1, supported_errors=(redis_py.ConnectionError,))},
+    )
+
+
 class RedisBackend:
-    """Pool leases in Redis. `client` is a redis.Redis or a URL."""
+    """Pool leases in Redis. `client` is a redis.Redis or a URL (then built by `client_from_url`)."""
 
     def __init__(self, client: redis_py.Redis | str, prefix: str = "nextframe:{pool}") -> None:
-        self.client = redis_py.Redis.from_url(client) if isinstance(client, str) else client
+        self.client = client_from_url(client) if isinstance(client, str) else client
         self.prefix = prefix
         self._devices, self._leases = f"{prefix}:devices", f"{prefix}:leases"
         self._token, self._tombs = f"{prefix}:token", f"{prefix}:tombs"

@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     # The largest body any endpoint takes is a multipart upload; the Django-side middleware still
     # applies the tighter JSON limit with its own 413.
     patch_http_body_limit(settings.MAX_UPLOAD_BYTES + 64 * 1024)
+    from nextframe.live.sweeper import start_sweeper
+
+    start_sweeper()  # every server process ends records its dead peers left active
     from daphne.cli import CommandLineInterface
 
     from nextframe.audits.server import serving

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from nextframe.live.models import LiveSession
@@ -75,8 +75,12 @@ def close_record(session_id: str, reason: str, metrics: dict, price: str) -> Non
 
 
 def sweep_stale(stale_after_s: float) -> int:
-    """End records whose process died without closing them (no checkpoint for stale_after_s)."""
+    """End records whose process died without closing them (no checkpoint for stale_after_s).
+
+    Run by every server process on a timer (`nextframe.live.sweeper`). The record keeps the usage of
+    its last checkpoint, and ends when it was last seen alive: the process died between that
+    checkpoint and the next, not when the sweep happened to notice."""
     cutoff = timezone.now() - timedelta(seconds=stale_after_s)
     return LiveSession.objects.filter(status=LiveSession.Status.ACTIVE, last_seen_at__lt=cutoff).update(
-        status=LiveSession.Status.ENDED, ended_at=timezone.now(), end_reason="server_error"
+        status=LiveSession.Status.ENDED, ended_at=F("last_seen_at"), end_reason="server_error"
     )

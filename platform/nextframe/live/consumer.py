@@ -34,14 +34,9 @@ log = logging.getLogger(__name__)
 OUTPUT_BUFFER = 2
 # How often a running session re-reads its key's revocation from the database.
 KEY_RECHECK_S = 2.0
-# A record whose process stopped checkpointing this long ago belongs to a dead process; each
-# process looks for such records at most this often.
-STALE_RECORD_S = 60.0
-SWEEP_EVERY_S = 30.0
 # Consecutive failed ticks (database unreachable, say) before a session ends with server_error:
 # without its ticks, quota, idle, duration and revocation would go unenforced.
 MAX_FAILED_TICKS = 5
-_last_sweep = 0.0
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -85,7 +80,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.principal = None
             await self.close(code=protocol.CLOSE_FORBIDDEN, reason="this API key lacks the 'live' scope")
             return
-        await _sweep_now_and_then()
         if self.principal.api_key is not None:
             self.group = tenancy.key_group(self.principal.api_key.key_id)
             await self.channel_layer.group_add(self.group, self.channel_name)
@@ -348,7 +342,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         data = metrics.as_protocol_dict()
         await self.send(text_data=protocol.metrics(data))
         await database_sync_to_async(actions.checkpoint)(self.record_id, metrics.as_dict(), self.price)
-        await _sweep_now_and_then()
         now = time.monotonic()
         if self.org.gpu_seconds_limit is not None:
             # Organisation-wide, read after this session's own checkpoint: concurrent sessions of
@@ -443,16 +436,6 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         await self.close()
-
-
-async def _sweep_now_and_then() -> None:
-    """End records left `active` by dead processes, at most every SWEEP_EVERY_S per process."""
-    global _last_sweep
-    now = time.monotonic()
-    if now - _last_sweep < SWEEP_EVERY_S:
-        return
-    _last_sweep = now
-    await database_sync_to_async(actions.sweep_stale)(STALE_RECORD_S)
 
 
 def _key_revoked(principal) -> bool:

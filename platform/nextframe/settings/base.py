@@ -93,10 +93,29 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, pool leases ------------------------------------------
+# Every Redis client has explicit timeouts (docs/operations.md, "Redis timeouts"): redis-py 8
+# reads for at most 5 s by default, exactly as long as the channel layer's blocking pop waits, so
+# every empty pop timed out, the receive raised, and the WebSocket it served died with 1011.
 REDIS_URL = env_str("REDIS_URL")
+REDIS_CONNECT_TIMEOUT_S = 5.0
 if REDIS_URL:
+    from channels_redis.core import RedisChannelLayer
+
+    # A read may legitimately block for the whole pop (BZPOPMIN); past that plus a margin, Redis or
+    # the network is stuck and the layer reconnects. Derived, so a new channels_redis default follows.
+    CHANNEL_LAYER_SOCKET_TIMEOUT_S = RedisChannelLayer.brpop_timeout + 10.0
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{
+                "address": REDIS_URL,
+                "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S,
+                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+                "socket_keepalive": True,
+                # PING a connection idle this long before reusing it (a dead one reconnects).
+                "health_check_interval": 30,
+            }]},
+        }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -104,7 +123,15 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 BROKER_DIR = DATA_DIR / "broker"
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {}
+    {
+        # kombu passes socket_timeout=None (wait forever) unless told: a publish from a web
+        # process on a half-open connection would hang. Its BRPOP blocks 1 s (kombu's
+        # brpop_timeout), well inside this; its own health check catches a silent consumer socket.
+        "socket_timeout": 10.0,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+    }
     if REDIS_URL
     else {
         "data_folder_in": str(BROKER_DIR / "queue"),
@@ -115,6 +142,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
 )
+# No result backend (task_ignore_result, nextframe.celery): Celery makes no other Redis client.
+
+# --- Stale live-session records (nextframe.live.sweeper) ------------------------------------------
+# Every server process ends records not checkpointed for LIVE_STALE_RECORD_S (their process died),
+# looking every LIVE_SWEEP_INTERVAL_S (0 turns the timer off).
+LIVE_STALE_RECORD_S = env_float("NEXTFRAME_LIVE_STALE_RECORD_S", 60.0, minimum=2.0)
+LIVE_SWEEP_INTERVAL_S = env_float("NEXTFRAME_LIVE_SWEEP_INTERVAL_S", 30.0, minimum=0.0)
 
 # --- Media and static ---------------------------------------------------------------------------
 MEDIA_ROOT = str(DATA_DIR / "media")
