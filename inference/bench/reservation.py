@@ -7,6 +7,7 @@ A session's reservation (and its bill) is its engine's cost at the declared size
 the frame loop (`DeviceRuntime`, in process, real clock, real engines) with clients that send
 30 frames a second whatever they declared:
 
+0. `victim alone`: the baseline of scenario 1;
 1. `noisy neighbours`: one `stylize` 256x256 session declared at 30 fps (the victim, 0.25 of the
    device) beside four `stylize` 512x512 sessions declared at 1 fps (0.023 each, 0.09 in all);
 2. `cheap reservation`: one `identity` 1024x1024 session declared at 1 fps (0.009 of the device).
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     results = [
+        run_scenario("victim alone (the baseline)", [Tracked("victim", "stylize", 256, 30.0)], args.seconds),
         run_scenario("noisy neighbours",
                      [Tracked("victim", "stylize", 256, 30.0)]
                      + [Tracked(f"1fps-{i}", "stylize", 512, 1.0) for i in range(4)], args.seconds),
