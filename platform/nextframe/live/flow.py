@@ -99,15 +99,18 @@ class SocketFlow:
         self._abort()
 
 
-def attach(protocol: Any, scope: dict, abort_after_s: float | None) -> SocketFlow | None:
+def attach(protocol: Any, scope: dict, abort_after_s: float | None,
+           call_later: Callable[[float, Callable[[], None]], Any] | None = None) -> SocketFlow | None:
     """Register a SocketFlow on a WebSocket protocol's transport and put it in the ASGI scope."""
     transport = getattr(protocol, "transport", None)
     if transport is None or not hasattr(transport, "registerProducer"):
         return None
-    from twisted.internet import reactor
+    if call_later is None:
+        from twisted.internet import reactor  # daphne's (asyncio) reactor, already installed
 
+        call_later = reactor.callLater
     flow = SocketFlow(abort=getattr(transport, "abortConnection", None), abort_after_s=abort_after_s,
-                      call_later=reactor.callLater)
+                      call_later=call_later)
     # daphne upgrades an HTTP connection to a WebSocket and leaves twisted.web's HTTPChannel
     # registered as the transport's producer; it has nothing left to produce on this connection.
     try:
