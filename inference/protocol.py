@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping, NamedTuple
 
+# The registry of codes; CLOSE_CODE_FOR_ERROR and close_code_for are re-exported from here.
+from .error_codes import (CLOSE_CODE_FOR_ERROR, CloseCode, ControlRejectCode, EndReason, ErrorCode,  # noqa: F401
+                          close_code_for)
+
 PROTOCOL_VERSION = 1
 
 # --- limits ---------------------------------------------------------------------------------------
@@ -34,41 +38,22 @@ MAX_FPS = 240
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 
-# --- codes ----------------------------------------------------------------------------------------
+# --- codes ---------------------------------------------------------------------------------------
+# The registry is inference/error_codes.py; these frozensets and constants are its views, kept
+# for callers that check membership or name a close code.
 
-ERROR_CODES = frozenset(
-    {
-        "bad_message",
-        "bad_frame",
-        "unknown_model",
-        "invalid_params",
-        "capacity_unavailable",
-        "quota_exceeded",
-        "concurrency_limit",
-        "rate_limited",
-        "not_started",
-    }
-)
-CONTROL_REJECT_CODES = frozenset({"moderation", "invalid_params"})
-END_REASONS = frozenset(
-    {"client", "quota", "moderation", "revoked", "idle", "max_duration", "server_error"}
-)
+ERROR_CODES = frozenset(ErrorCode)
+CONTROL_REJECT_CODES = frozenset(ControlRejectCode)
+END_REASONS = frozenset(EndReason)
 LIVE_TIERS = frozenset({"interactive", "streaming"})
 MODERATION_ACTIONS = frozenset({"replaced", "ended"})
 
-CLOSE_NORMAL = 1000
-CLOSE_TRY_AGAIN = 1013
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_CONCURRENCY = 4429
-CLOSE_CODES = frozenset(
-    {CLOSE_NORMAL, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_CONCURRENCY}
-)
-# Which close code goes with an error that refuses a session (sent as `error`, then closed).
-CLOSE_CODE_FOR_ERROR = {
-    "capacity_unavailable": CLOSE_TRY_AGAIN,
-    "concurrency_limit": CLOSE_CONCURRENCY,
-}
+CLOSE_NORMAL = CloseCode.NORMAL
+CLOSE_TRY_AGAIN = CloseCode.TRY_AGAIN
+CLOSE_UNAUTHENTICATED = CloseCode.UNAUTHENTICATED
+CLOSE_FORBIDDEN = CloseCode.FORBIDDEN
+CLOSE_CONCURRENCY = CloseCode.CONCURRENCY
+CLOSE_CODES = frozenset(CloseCode)
 
 # --- binary layouts -------------------------------------------------------------------------------
 
@@ -84,9 +69,10 @@ JPEG_SOI = b"\xff\xd8"
 class ProtocolError(Exception):
     """A message or frame that breaks the contract; `code` is one of ERROR_CODES."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown protocol error code {code!r}")
+        code = ErrorCode(code)
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -402,6 +388,8 @@ class Metrics:
     deadline_misses: int
     dropped_inputs: int
     gpu_seconds: float
+    # v1.2: outputs not sent because the client was not reading them fast enough.
+    dropped_outputs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         f = _finite_or_none
@@ -418,6 +406,7 @@ class Metrics:
             "jitter_ms": f(self.jitter_ms),
             "deadline_misses": self.deadline_misses,
             "dropped_inputs": self.dropped_inputs,
+            "dropped_outputs": self.dropped_outputs,
             "gpu_seconds": f(self.gpu_seconds),
         }
 
@@ -559,12 +548,12 @@ def moderation(frame: int, action: str, category: str) -> str:
     return to_json(Moderation(frame, action, category))
 
 
-def error(code: str, message: str, retry_after_s: float | None = None) -> str:
-    """JSON text of `error`; `retry_after_s` is included only when given."""
+def error(code: ErrorCode | str, message: str, retry_after_s: float | None = None) -> str:
+    """JSON text of `error` (`code` one of ErrorCode); `retry_after_s` is included only when given."""
     return to_json(Error(code, message, retry_after_s))
 
 
-def session_ended(reason: str, usage: Usage | Mapping[str, Any]) -> str:
+def session_ended(reason: EndReason | str, usage: Usage | Mapping[str, Any]) -> str:
     """JSON text of `session.ended`; `usage` is a Usage or a mapping of its fields."""
     if not isinstance(usage, Usage):
         usage = Usage(

@@ -13,6 +13,8 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from ..error_codes import ErrorCode
+
 ParamType = Literal["float", "int", "str", "bool", "enum"]
 EngineKind = Literal["video-to-video", "text-to-video"]
 Tier = Literal["interactive", "streaming"]
@@ -22,9 +24,9 @@ MIN_SIDE = 16
 
 
 class EngineError(Exception):
-    """Base of the errors the frame loop reports to clients; `.code` is a PROTOCOL.md error code."""
+    """Base of the errors the frame loop reports to clients; `.code` is from the one registry."""
 
-    code = "server_error"
+    code: ErrorCode = ErrorCode.SERVER_ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -32,17 +34,17 @@ class EngineError(Exception):
 
 
 class UnknownModel(EngineError):
-    code = "unknown_model"
+    code = ErrorCode.UNKNOWN_MODEL
 
 
 class InvalidParams(EngineError):
-    code = "invalid_params"
+    code = ErrorCode.INVALID_PARAMS
 
 
 class BadFrame(EngineError):
     """An input frame was rejected; `.reason` says why. The session goes on."""
 
-    code = "bad_frame"
+    code = ErrorCode.BAD_FRAME
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -52,7 +54,7 @@ class BadFrame(EngineError):
 class ModelLoadError(EngineError):
     """Local weights exist but do not fit the engine (wrong keys or shapes, unreadable file)."""
 
-    code = "server_error"
+    code = ErrorCode.SERVER_ERROR
 
 
 @dataclass(frozen=True)

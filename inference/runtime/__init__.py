@@ -9,7 +9,8 @@ from .core import DeviceCore
 from .device import DeviceRuntime, SessionHandle
 from .metrics import DeviceMetrics, SessionMetrics
 from .prometheus import RuntimeCollector
-from .types import NO_INPUT_SEQ, OutputFrame, SessionConfig
+from .types import NO_INPUT_SEQ, OutputFrame, SessionConfig, SessionFault
 
 __all__ = ["Clock", "DeviceCore", "DeviceMetrics", "DeviceRuntime", "FakeClock", "MonotonicClock",
-           "NO_INPUT_SEQ", "OutputFrame", "RuntimeCollector", "SessionConfig", "SessionHandle", "SessionMetrics"]
+           "NO_INPUT_SEQ", "OutputFrame", "RuntimeCollector", "SessionConfig", "SessionFault", "SessionHandle",
+           "SessionMetrics"]

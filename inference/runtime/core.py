@@ -19,11 +19,12 @@ import numpy as np
 from .. import codec
 from ..engines import get_engine
 from ..engines.base import BadFrame, InvalidParams
+from ..error_codes import ErrorCode
 from .clock import Clock
 from .metrics import DeviceRecorder
 from .scheduler import Candidate, EdfScheduler
 from .session import Session
-from .types import Callbacks, DecodedInput, OutputFrame, PendingFrame, SessionConfig, WorkItem
+from .types import Callbacks, DecodedInput, OutputFrame, PendingFrame, SessionConfig, SessionFault, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class DeviceCore:
         with self._lock:
             return self._sessions.get(session_id)
 
-    def _error(self, s: Session, code: str, message: str) -> None:
+    def _error(self, s: Session, fault: SessionFault) -> None:
         with self._lock:
             cb, lock = self._callbacks.get(s.session_id), self._cb_locks.get(s.session_id)
         if cb is None or lock is None or cb.on_error is None:
@@ -98,24 +99,36 @@ class DeviceCore:
         with lock:
             if not s.closed:
                 try:
-                    cb.on_error(code, message)
+                    cb.on_error(fault)
                 except Exception:  # a consumer's bug must not stop the device
                     log.exception("on_error callback of %s failed", s.session_id)
 
+    def _fail(self, s: Session, message: str) -> None:
+        """The engine cannot go on with this session: never schedule it again, tell its owner once."""
+        fault = SessionFault(ErrorCode.SERVER_ERROR, message, fatal=True)
+        if s.fail(fault):
+            self._error(s, fault)
+
     # -- stage 1: decode ----------------------------------------------------------------------------
+    def decodes_due(self, now: float) -> list[Session]:
+        """Sessions whose waiting input frame is now near its slot; each is claimed for one decode job."""
+        return [s for s in self.sessions() if not s.text_to_video and s.claim_decode(now)]
+
     def decode_pending(self, s: Session) -> int:
-        """Decode whatever is in the raw slot until it stays empty; returns frames decoded."""
+        """Decode the raw slot while it holds a frame due for decoding; returns frames decoded."""
         n = 0
-        while (raw := s.take_raw()) is not None:
+        while (raw := s.take_raw(self.clock.now())) is not None:
             t0 = self.clock.now()
             try:
                 pixels = codec.decode_jpeg(raw.jpeg, s.width, s.height, self.max_frame_bytes)
             except BadFrame as exc:
                 s.metrics.count("bad_frames")
-                self._error(s, exc.code, f"frame {raw.seq}: {exc.reason}")
+                self._error(s, SessionFault(exc.code, f"frame {raw.seq}: {exc.reason}"))
                 continue
             finally:
-                self.metrics.stage("decode", self.clock.now() - t0)
+                dt = self.clock.now() - t0
+                self.metrics.stage("decode", dt)
+                s.observe_decode(dt)
             s.offer_decoded(DecodedInput(raw.seq, raw.capture_ts_us, pixels, raw.received_at))
             n += 1
         return n
@@ -145,10 +158,13 @@ class DeviceCore:
             outs = engine.step([w.step_input for _, w in batch])
             if len(outs) != len(batch):
                 raise RuntimeError(f"engine returned {len(outs)} outputs for {len(batch)} inputs")
-        except Exception as exc:
+        except Exception:
+            # The engine's state for these sessions is unknown now (a step mutates it): they end.
+            # What went wrong stays in the log; the client is told which frame its model failed at.
             log.exception("engine %s failed a step", engine.spec.id)
-            for s, _ in batch:
-                self._error(s, "server_error", f"engine {engine.spec.id} failed: {exc}")
+            for s, w in batch:
+                self._fail(s, f"model {engine.spec.id!r} failed at frame {w.step_input.frame_index}; "
+                              "the session cannot go on")
             outs = None
         dt = self.clock.now() - t0
         self.metrics.step(len(batch), dt)
@@ -163,7 +179,8 @@ class DeviceCore:
             try:
                 frames.extend(s.complete(work, out))
             except RuntimeError as exc:
-                self._error(s, "server_error", str(exc))
+                log.error("session %s: %s", s.session_id, exc)
+                self._fail(s, f"model {s.spec.id!r} broke its contract: {exc}")
         return frames
 
     def due_frames(self, now: float) -> list[PendingFrame]:
@@ -191,7 +208,8 @@ class DeviceCore:
                 # Fail closed: a frame the checks could not pass is not sent.
                 log.exception("moderation hook failed on %s frame %d", s.session_id, f.frame_index)
                 s.metrics.count("dropped_outputs")
-                self._error(s, "server_error", f"frame {f.frame_index} withheld: moderation failed ({exc})")
+                self._error(s, SessionFault(ErrorCode.SERVER_ERROR,
+                                            f"frame {f.frame_index} withheld: moderation failed ({exc})"))
                 return
             finally:
                 dt = self.clock.now() - t0
@@ -203,8 +221,9 @@ class DeviceCore:
                 if (not isinstance(replaced, np.ndarray) or replaced.dtype != np.uint8
                         or replaced.shape != pixels.shape):
                     s.metrics.count("dropped_outputs")
-                    self._error(s, "server_error", f"frame {f.frame_index} withheld: moderation returned "
-                                                   f"a replacement that is not a {pixels.shape} uint8 array")
+                    self._error(s, SessionFault(
+                        ErrorCode.SERVER_ERROR, f"frame {f.frame_index} withheld: moderation returned "
+                                                f"a replacement that is not a {pixels.shape} uint8 array"))
                     return
                 pixels = replaced
         t0 = self.clock.now()
@@ -248,6 +267,7 @@ class DeviceCore:
 
     def run_once(self) -> int:
         """One pass of every stage, inline: decode, step, post. Returns frames posted."""
+        self.decodes_due(self.clock.now())
         for s in self.sessions():
             if s.decoding:
                 self.decode_pending(s)

@@ -21,7 +21,7 @@ from .clock import Clock, MonotonicClock
 from .core import DeviceCore, ModerationHook
 from .metrics import SessionMetrics
 from .session import Session
-from .types import Callbacks, OutputFrame, PendingFrame, RawInput, SessionConfig
+from .types import Callbacks, OutputFrame, PendingFrame, RawInput, SessionConfig, SessionFault
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class SessionHandle:
         raw = RawInput(seq, capture_ts_us, bytes(jpeg), self._rt.clock.now())
         if s.offer_raw(raw):
             self._rt._start_decode(s)
+        else:
+            self._rt._wake.set()  # the worker starts its decode when the session's slot nears
 
     def apply_control(self, seq: int, prompt: str | None = None, params: dict[str, Any] | None = None) -> None:
         """Validate and queue a control for the next step; raises InvalidParams (nothing is applied then)."""
@@ -78,6 +80,11 @@ class SessionHandle:
             prompt = self.spec.validate_prompt(prompt)
         self._s.offer_control(seq, prompt, checked, self._rt.clock.now())
         self._rt._wake.set()
+
+    @property
+    def fault(self) -> SessionFault | None:
+        """The fatal fault that stopped this session (its engine failed), or None."""
+        return self._s.fault
 
     def metrics(self) -> SessionMetrics:
         if self._final is not None:
@@ -164,7 +171,7 @@ class DeviceRuntime:
     # -- sessions -----------------------------------------------------------------------------------
     def open_session(self, config: SessionConfig, on_output: Callable[[OutputFrame], bool],
                      on_control_applied: Callable[[int, int], None] | None = None,
-                     on_error: Callable[[str, str], None] | None = None) -> SessionHandle:
+                     on_error: Callable[[SessionFault], None] | None = None) -> SessionHandle:
         s = self.core.open(config, Callbacks(on_output, on_control_applied, on_error))
         h = SessionHandle(self, s)
         with self._lock:
@@ -216,6 +223,8 @@ class DeviceRuntime:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
+                for s in core.decodes_due(self.clock.now()):
+                    self._start_decode(s)
                 ran, frames = core.step()
                 for f in frames:
                     self._put_post(f)

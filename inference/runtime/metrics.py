@@ -53,11 +53,11 @@ class SessionMetrics:
     open_s: float
 
     def as_protocol_dict(self) -> dict[str, Any]:
-        """Exactly the fields of the PROTOCOL.md `metrics` message, without "type"."""
+        """The fields of the `metrics` message (docs/protocol.md, v1.2 adds dropped_outputs), without "type"."""
         return {"frames_out": self.frames_out, "fps": self.fps, "ttff_ms": self.ttff_ms,
                 "latency_ms": dict(self.latency_ms), "jitter_ms": self.jitter_ms,
                 "deadline_misses": self.deadline_misses, "dropped_inputs": self.dropped_inputs,
-                "gpu_seconds": self.gpu_seconds}
+                "dropped_outputs": self.dropped_outputs, "gpu_seconds": self.gpu_seconds}
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,6 +3,11 @@
 Everything a session holds is bounded:
 - inputs: one raw slot (JPEG not yet decoded) and one decoded slot (not yet stepped). A newer input
   replaces an older one that has not started; the replaced one is counted in dropped_inputs.
+- work: a video-to-video session steps at most at its declared fps (its reservation is priced at
+  that rate), on a timeline like text-to-video's: a step may start at `next_release`, which then
+  moves one period on. Inputs arriving faster wait in the raw slot, newest wins, and are decoded
+  only shortly before their slot (`decode_lead`), so neither the step nor the decode of a surplus
+  frame is ever paid for.
 - controls: merged into one pending update (latest prompt, params merged key by key); at most
   MAX_PENDING_CONTROLS seqs are remembered for control.applied - older ones are superseded by the
   newest, which is always reported.
@@ -19,9 +24,13 @@ from typing import Any
 
 from ..engines.base import Engine, EngineSpec, StepInput, StepOutput
 from .metrics import SessionRecorder
-from .types import NO_INPUT_SEQ, DecodedInput, PendingFrame, RawInput, WorkItem
+from .types import NO_INPUT_SEQ, DecodedInput, PendingFrame, RawInput, SessionFault, WorkItem
 
 MAX_PENDING_CONTROLS = 32
+# Weight of a new decode time in the session's estimate (exponential moving average).
+DECODE_EMA_ALPHA = 0.2
+# Margin on top of 1.5x the decode estimate when deciding to decode ahead of a slot.
+DECODE_LEAD_MARGIN_S = 0.002
 
 
 @dataclass
@@ -49,10 +58,13 @@ class Session:
         self.metrics = SessionRecorder(session_id, self.spec.id, opened_at, ttff_from_open=self.text_to_video)
         self._lock = threading.Lock()
         self.closed = False
+        # Set when the engine failed a step: the session is never scheduled again.
+        self.fault: SessionFault | None = None
         # inputs
         self._raw: RawInput | None = None
         self._decoded: DecodedInput | None = None
         self.decoding = False
+        self._decode_estimate_s = 0.0
         # controls
         self.prompt = prompt
         self.params = dict(params)
@@ -62,14 +74,25 @@ class Session:
         self._pending_seqs: deque[_ControlWait] = deque(maxlen=MAX_PENDING_CONTROLS)
         self._awaiting: deque[_ControlWait] = deque(maxlen=MAX_PENDING_CONTROLS)
         # timeline
-        self.next_release = opened_at      # text-to-video: slot start of the next frame (or chunk)
+        self.next_release = opened_at      # slot start of the next frame (or chunk): no step before it
         self.next_frame_index = 0          # index given to the next produced frame
         self.next_emit_index = 0           # index of the next frame to be handed to the client
         self._playback: deque[PendingFrame] = deque()
 
     # -- inputs (consumer thread, decode pool) ------------------------------------------------
+    def decode_lead(self) -> float:
+        """How long before its slot an input is decoded: 1.5x the decode estimate plus a margin."""
+        return min(self.period, 1.5 * self._decode_estimate_s + DECODE_LEAD_MARGIN_S)
+
+    def _decode_due(self, now: float) -> bool:
+        return now >= self.next_release - self.decode_lead()
+
     def offer_raw(self, raw: RawInput) -> bool:
-        """Put a received frame in the raw slot; True when the caller must start a decode."""
+        """Put a received frame in the raw slot; True when the caller must start a decode now.
+
+        False with the frame kept: a decode is running (it takes this frame next), or the session's
+        next slot is not near yet (the device worker starts the decode then, see `claim_decode`).
+        """
         with self._lock:
             if self.closed:
                 return False
@@ -77,19 +100,33 @@ class Session:
                 self.metrics.count("dropped_inputs")
             self._raw = raw
             self.metrics.input_received(raw.received_at)
-            if self.decoding:
+            if self.decoding or self.fault is not None or not self._decode_due(raw.received_at):
                 return False
             self.decoding = True
             return True
 
-    def take_raw(self) -> RawInput | None:
-        """Next frame to decode; None (and the decoding flag cleared) when the slot is empty."""
+    def claim_decode(self, now: float) -> bool:
+        """True (and the decoding flag set) when a waiting raw frame's slot is near: decode it now."""
         with self._lock:
-            raw, self._raw = self._raw, None
-            if raw is None or self.closed:
+            if (self.closed or self.decoding or self._raw is None or self.fault is not None
+                    or not self._decode_due(now)):
+                return False
+            self.decoding = True
+            return True
+
+    def take_raw(self, now: float) -> RawInput | None:
+        """Next frame to decode; None (and the decoding flag cleared) when there is none due."""
+        with self._lock:
+            if self._raw is None or self.closed or self.fault is not None or not self._decode_due(now):
                 self.decoding = False
                 return None
+            raw, self._raw = self._raw, None
             return raw
+
+    def observe_decode(self, seconds: float) -> None:
+        with self._lock:
+            old = self._decode_estimate_s
+            self._decode_estimate_s = seconds if old == 0.0 else old + DECODE_EMA_ALPHA * (seconds - old)
 
     def offer_decoded(self, inp: DecodedInput) -> None:
         with self._lock:
@@ -110,10 +147,11 @@ class Session:
     def is_ready(self, now: float, lookahead: float) -> bool:
         """Whether a step for this session may start now."""
         with self._lock:
-            if self.closed:
+            if self.closed or self.fault is not None:
                 return False
             if not self.text_to_video:
-                return self._decoded is not None
+                # Paced: no more steps than the declared fps pays for.
+                return self._decoded is not None and now >= self.next_release
             if self.chunk > 1:
                 # Render a chunk ahead of its first slot by the expected render time, keeping at most
                 # one more chunk buffered than the one playing.
@@ -123,7 +161,7 @@ class Session:
     def deadline(self) -> float:
         with self._lock:
             if not self.text_to_video and self._decoded is not None:
-                return self._decoded.received_at + self.period
+                return max(self._decoded.received_at, self.next_release) + self.period
             return self.next_release + self.period
 
     def take_work(self, now: float) -> WorkItem:
@@ -152,7 +190,13 @@ class Session:
                 inp, self._decoded = self._decoded, None
                 if inp is None:
                     raise RuntimeError("take_work on a video-to-video session without input (not ready)")
-                release, deadline = inp.received_at, inp.received_at + self.period
+                # Latency counts from arrival; the deadline from when the input could be stepped
+                # (an input sent ahead of its slot waits for it, by the client's choice of rate).
+                slot = max(inp.received_at, self.next_release)
+                release, deadline = inp.received_at, slot + self.period
+                # The next slot one period on; a session that paused keeps at most one period of
+                # credit, so a burst after a pause never runs above the declared rate for long.
+                self.next_release = max(self.next_release, now - self.period) + self.period
             step_input = StepInput(state=self.state, frame=None if inp is None else inp.pixels,
                                    prompt=self.prompt, params=dict(self.params),
                                    control_seq=self.control_seq, frame_index=self.next_frame_index)
@@ -195,7 +239,7 @@ class Session:
     def next_wakeup(self, lookahead: float) -> float | None:
         """The earliest time this session can have work without new input (None: waits for input)."""
         with self._lock:
-            if self.closed:
+            if self.closed or self.fault is not None:
                 return None
             times = []
             if self._playback:
@@ -205,8 +249,11 @@ class Session:
                     times.append(self.next_release)
                 elif len(self._playback) <= self.chunk:
                     times.append(self.next_release - lookahead)
-            elif self._decoded is not None:
-                times.append(0.0)
+            else:
+                if self._decoded is not None:
+                    times.append(self.next_release)
+                if self._raw is not None and not self.decoding:
+                    times.append(self.next_release - self.decode_lead())
             return min(times) if times else None
 
     # -- post stage ----------------------------------------------------------------------------------
@@ -220,6 +267,16 @@ class Session:
                 self.metrics.control_applied(max(0, frame.frame_index - w.next_frame_at_receipt),
                                              now - w.received_at)
         return done
+
+    def fail(self, fault: SessionFault) -> bool:
+        """Stop scheduling this session for good; True the first time (the fault to report)."""
+        with self._lock:
+            if self.fault is not None or self.closed:
+                return False
+            self.fault = fault
+            self._raw = self._decoded = None
+            self._playback.clear()
+            return True
 
     def close(self) -> None:
         with self._lock:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..engines.base import StepInput
+from ..error_codes import ErrorCode
 
 NO_INPUT_SEQ = 0xFFFFFFFF
 
@@ -81,8 +82,22 @@ class PendingFrame:
     not_before: float = 0.0  # chunked engines: the playback time of this frame
 
 
+@dataclass(frozen=True)
+class SessionFault:
+    """Something the frame loop reports to a session's owner (the consumer sends it as `error`).
+
+    `fatal`: the session can produce no more frames (its engine failed a step) and is no longer
+    scheduled; its owner must end it (`session.ended` reason `server_error`). Otherwise the session
+    goes on (a bad input frame, one withheld output).
+    """
+
+    code: ErrorCode
+    message: str
+    fatal: bool = False
+
+
 @dataclass
 class Callbacks:
     on_output: Callable[[OutputFrame], bool]
     on_control_applied: Callable[[int, int], None] | None = None
-    on_error: Callable[[str, str], None] | None = None
+    on_error: Callable[[SessionFault], None] | None = None

@@ -208,7 +208,8 @@ def test_control_messages() -> None:
 def test_metrics_from_mapping_and_dataclass_agree() -> None:
     values = {"frames_out": 90, "fps": 29.8, "ttff_ms": 120.5,
               "latency_ms": {"p50": 30.0, "p95": 41.0, "p99": float("nan")},
-              "jitter_ms": 1.5, "deadline_misses": 2, "dropped_inputs": 1, "gpu_seconds": 0.75}
+              "jitter_ms": 1.5, "deadline_misses": 2, "dropped_inputs": 1, "gpu_seconds": 0.75,
+              "dropped_outputs": 0}
     from_map = json.loads(p.metrics(values))
     from_cls = json.loads(p.metrics(p.Metrics(90, 29.8, 120.5, 30.0, 41.0, float("nan"), 1.5, 2, 1, 0.75)))
     assert from_map == from_cls
@@ -242,13 +243,32 @@ def test_moderation_error_and_ended() -> None:
 
 
 def test_codes_match_the_contract() -> None:
+    # PROTOCOL.md v1 and the v1.1 additions; the registry only ever grows.
     assert p.ERROR_CODES == {"bad_message", "bad_frame", "unknown_model", "invalid_params",
                              "capacity_unavailable", "quota_exceeded", "concurrency_limit",
-                             "rate_limited", "not_started"}
-    assert p.END_REASONS == {"client", "quota", "moderation", "revoked", "idle", "max_duration",
+                             "rate_limited", "not_started", "moderation", "account_suspended",
                              "server_error"}
+    assert p.END_REASONS == {"client", "quota", "moderation", "revoked", "idle", "max_duration",
+                             "server_error", "shutdown", "slow_reader"}
+    assert p.CONTROL_REJECT_CODES == {"moderation", "invalid_params"}
     assert (p.CLOSE_NORMAL, p.CLOSE_TRY_AGAIN, p.CLOSE_UNAUTHENTICATED, p.CLOSE_FORBIDDEN,
             p.CLOSE_CONCURRENCY) == (1000, 1013, 4401, 4403, 4429)
+
+
+def test_every_code_in_the_registry_serialises_and_refusals_have_a_close_code() -> None:
+    from inference.error_codes import CLOSE_CODE_FOR_ERROR, EndReason, ErrorCode
+
+    # The runtime reports server_error: the codec must take it (it refused it once, and the
+    # engine failure that raised it went unreported).
+    for code in ErrorCode:
+        assert json.loads(p.error(code, "m"))["code"] == code.value
+    for reason in EndReason:
+        assert json.loads(p.session_ended(reason, p.Usage(0, 0, "0")))["reason"] == reason.value
+    assert p.close_code_for("capacity_unavailable") == 1013
+    assert p.close_code_for("concurrency_limit") == 4429
+    assert p.close_code_for("quota_exceeded") == p.close_code_for("account_suspended") == 4403
+    assert p.close_code_for("bad_frame") is None and p.close_code_for("nonsense") is None
+    assert set(CLOSE_CODE_FOR_ERROR.values()) <= p.CLOSE_CODES
 
 
 def test_parse_server_message() -> None:

@@ -16,7 +16,7 @@ from inference.codec import encode_jpeg
 from inference.engines import register_engine, unregister_engine
 from inference.engines.base import (BadFrame, Engine, EngineSpec, InvalidParams, ParamSpec, StepInput, StepOutput,
                                     UnknownModel)
-from inference.runtime import NO_INPUT_SEQ, DeviceRuntime, FakeClock, OutputFrame, SessionConfig
+from inference.runtime import NO_INPUT_SEQ, DeviceRuntime, FakeClock, OutputFrame, SessionConfig, SessionFault
 
 _ids = itertools.count()
 
@@ -69,6 +69,7 @@ class Sink:
         self.frames: list[OutputFrame] = []
         self.applied: list[tuple[int, int]] = []
         self.errors: list[tuple[str, str]] = []
+        self.faults: list[SessionFault] = []
         self.full = False
 
     def on_output(self, f: OutputFrame) -> bool:
@@ -80,8 +81,9 @@ class Sink:
     def on_applied(self, seq: int, frame: int) -> None:
         self.applied.append((seq, frame))
 
-    def on_error(self, code: str, msg: str) -> None:
-        self.errors.append((code, msg))
+    def on_error(self, fault: SessionFault) -> None:
+        self.errors.append((fault.code, fault.message))
+        self.faults.append(fault)
 
 
 @pytest.fixture
@@ -146,6 +148,7 @@ def test_latest_input_wins_and_replaced_inputs_are_counted(rt, clock, engines):
     assert sink.frames[0].input_capture_ts_us == 1003
     assert h.metrics().dropped_inputs == 2
     # A frame decoded but not yet stepped is also replaced by a newer one.
+    clock.advance(0.1)  # the next slot of a 10 fps session
     h.submit_frame(4, 0, jpeg())
     rt.core.decode_pending(rt.core.get(h.session_id))
     h.submit_frame(5, 0, jpeg())
@@ -180,6 +183,136 @@ def test_text_to_video_session_refuses_input_frames(rt, clock, engines):
         h.submit_frame(1, 0, jpeg())
 
 
+# -- video-to-video pacing: work = reservation -----------------------------------------------------------
+def test_video_to_video_steps_at_most_at_the_declared_fps_and_surplus_inputs_are_dropped(rt, clock, engines,
+                                                                                         monkeypatch):
+    """A client sending 100 frames/s to a session declared (and billed) at 10 fps gets 10 steps a
+    second; the other inputs are replaced in the slot (latest wins) and counted, and are never decoded."""
+    import inference.runtime.core as core_module
+
+    decodes = []
+    real_decode = core_module.codec.decode_jpeg
+    monkeypatch.setattr(core_module.codec, "decode_jpeg", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    e = engines(clock)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    for seq in range(1, 201):  # two seconds at 100 frames/s
+        h.submit_frame(seq, seq, jpeg())
+        rt.core.run_once()
+        clock.advance(0.01)
+    steps = sum(len(c) for c in e.calls)
+    assert 20 <= steps <= 21, steps  # 2 s x 10 fps (+ the first slot)
+    # An input is decoded only near its slot: at most two decodes a step (one more when a newer
+    # frame arrives inside the decode lead), against 200 without pacing.
+    assert len(sink.frames) == steps and len(decodes) <= 2 * steps + 1
+    m = h.metrics()
+    assert 200 - steps - 1 <= m.dropped_inputs <= 200 - steps  # the last may still wait in its slot
+    # The newest input at each slot is the one stepped (latest wins), not a stale one.
+    assert all(later - earlier >= 9 for earlier, later in zip([f.input_seq for f in sink.frames],
+                                                               [f.input_seq for f in sink.frames][1:]))
+
+
+def test_a_client_at_the_declared_rate_with_jitter_loses_nothing(rt, clock, engines):
+    e = engines(clock)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    jitter = [0.0, 0.03, -0.02, 0.01, -0.03, 0.02, 0.0, -0.01, 0.03, -0.03]
+    start = clock.now()
+    for seq in range(1, 41):
+        clock.set(max(clock.now(), start + seq * 0.1 + jitter[seq % len(jitter)]))
+        h.submit_frame(seq, seq, jpeg())
+        for _ in range(3):
+            rt.core.run_once()
+            clock.advance(0.01)  # the slot of an early frame opens a little later
+    assert [f.input_seq for f in sink.frames] == list(range(1, 41))
+    assert h.metrics().dropped_inputs == 0
+
+
+def test_a_one_fps_session_fed_at_thirty_fps_leaves_the_device_to_a_thirty_fps_session(rt, clock, engines):
+    """The issue's scenario in miniature: four sessions declared at 1 fps, fed at 30 fps, beside a
+    30 fps session; each frame costs 20 ms of device time. Unpaced, the four took 4 x 30 x 20 ms =
+    2.4 s of device time per second; paced, they take 4 x 20 ms and the 30 fps session keeps up."""
+    e = engines(clock, per_frame_s=0.02)
+    hogs = [(open_(rt, e.spec.id, Sink(), fps=1, width=64, height=64), Sink()) for _ in range(4)]
+    victim_sink = Sink()
+    victim = open_(rt, e.spec.id, victim_sink, fps=30)
+    start = clock.now()
+    seq = 0
+    while clock.now() - start < 3.0:
+        seq += 1
+        for h, _ in hogs:
+            h.submit_frame(seq, seq, jpeg(size=64))
+        victim.submit_frame(seq, seq, jpeg())
+        tick = start + seq / 30
+        while clock.now() < tick and rt.core.run_once():  # the device works while it has work
+            pass
+        clock.set(max(clock.now(), tick))
+    hog_steps = sum(len(call) for call in e.calls) - len(victim_sink.frames)
+    assert hog_steps <= 4 * 4  # 3 s at 1 fps, plus each one's first slot
+    assert len(victim_sink.frames) >= 0.9 * 3.0 * 30
+
+
+# -- a failing engine ends its sessions ------------------------------------------------------------------
+class FailingEngine(FakeEngine):
+    """Raises on its `fail_at`-th step (counted over every session it serves)."""
+
+    def __init__(self, clock: FakeClock, fail_at: int, **kw: Any) -> None:
+        super().__init__(clock, **kw)
+        self.fail_at, self.steps = fail_at, 0
+
+    def step(self, items: Sequence[StepInput]) -> list[StepOutput]:
+        self.steps += 1
+        if self.steps >= self.fail_at:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().step(items)
+
+
+def test_an_engine_that_raises_reports_a_fatal_server_error_once_and_is_never_stepped_again(rt, clock):
+    bad = FailingEngine(clock, fail_at=3, kind="text-to-video")
+    good = FakeEngine(clock, kind="text-to-video")
+    register_engine(bad)
+    register_engine(good)
+    try:
+        sink, other = Sink(), Sink()
+        h = open_(rt, bad.spec.id, sink, fps=10)
+        g = open_(rt, good.spec.id, other, fps=10)
+        for _ in range(10):
+            rt.core.run_once()  # one batch per call: one engine, then the other
+            rt.core.run_once()
+            clock.advance(0.1)
+        assert len(sink.frames) == 2 and bad.steps == 3  # failed at its third step, never called again
+        assert len(sink.faults) == 1
+        fault = sink.faults[0]
+        assert fault.fatal and fault.code == "server_error" and "frame 2" in fault.message
+        assert "CUDA" not in fault.message  # internals stay in the log
+        assert h.fault is fault
+        assert len(other.frames) >= 9 and other.faults == []  # the device goes on for the others
+        assert rt.core.next_wakeup() is not None and g.fault is None
+    finally:
+        unregister_engine(bad.spec.id)
+        unregister_engine(good.spec.id)
+
+
+def test_an_engine_breaking_its_contract_is_fatal_too(rt, clock, engines):
+    e = engines(clock, kind="text-to-video")
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink, fps=10)
+    e.step = lambda items: [StepOutput([]) for _ in items]  # no frame at all
+    rt.core.run_once()
+    assert sink.faults and sink.faults[0].fatal and h.fault is not None
+    clock.advance(1.0)
+    assert rt.core.run_once() == 0 and len(sink.faults) == 1
+
+
+def test_bad_frames_and_withheld_outputs_are_not_fatal(rt, clock, engines):
+    e = engines(clock)
+    sink = Sink()
+    h = open_(rt, e.spec.id, sink)
+    h.submit_frame(1, 0, b"\xff\xd8 not a jpeg")
+    rt.core.run_once()
+    assert sink.faults[0].code == "bad_frame" and not sink.faults[0].fatal and h.fault is None
+
+
 # -- controls ------------------------------------------------------------------------------------------
 def test_control_lands_on_the_next_step_and_is_reported_with_its_frame(rt, clock, engines):
     e = engines(clock)
@@ -188,6 +321,7 @@ def test_control_lands_on_the_next_step_and_is_reported_with_its_frame(rt, clock
     h.submit_frame(1, 0, jpeg())
     rt.core.run_once()
     h.apply_control(7, params={"level": 200})
+    clock.advance(0.1)
     h.submit_frame(2, 0, jpeg())
     rt.core.run_once()
     assert [f.control_seq for f in sink.frames] == [0, 7]
@@ -360,7 +494,8 @@ def test_gpu_seconds_are_share_times_wall_time(rt, clock, engines):
     clock.advance(10.0)
     assert final.gpu_seconds == pytest.approx(2.0) and h.metrics().gpu_seconds == pytest.approx(2.0)
     assert set(final.as_protocol_dict()) == {"frames_out", "fps", "ttff_ms", "latency_ms", "jitter_ms",
-                                             "deadline_misses", "dropped_inputs", "gpu_seconds"}
+                                             "deadline_misses", "dropped_inputs", "dropped_outputs",
+                                             "gpu_seconds"}
 
 
 def test_fps_and_jitter_come_from_output_times(rt, clock, engines):

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inference.codec import decode_jpeg, encode_jpeg
-from inference.runtime import DeviceRuntime, FakeClock, OutputFrame, RuntimeCollector, SessionConfig
+from inference.runtime import DeviceRuntime, FakeClock, OutputFrame, RuntimeCollector, SessionConfig, SessionFault
 
 WAIT_S = 30.0  # generous: the CI machine is shared; nothing here measures speed
 
@@ -37,9 +37,9 @@ class Collect:
         with self.lock:
             self.applied.append((seq, frame))
 
-    def on_error(self, code: str, msg: str) -> None:
+    def on_error(self, fault: SessionFault) -> None:
         with self.lock:
-            self.errors.append((code, msg))
+            self.errors.append((fault.code, fault.message))
 
 
 def _runtime_threads() -> list[threading.Thread]:

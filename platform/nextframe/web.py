@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     from django.conf import settings
 
     patch_websocket_close()
+    from nextframe.live import flow
+    flow.install()  # backpressure from each WebSocket's write buffer (nextframe/live/flow.py)
     # The largest body any endpoint takes is a multipart upload; the Django-side middleware still
     # applies the tighter JSON limit with its own 413.
     patch_http_body_limit(settings.MAX_UPLOAD_BYTES + 64 * 1024)

@@ -5,6 +5,11 @@ Frames never travel through the channel layer: binary input goes straight into t
 latest-wins slot, output frames come back from the runtime's worker threads into a small bounded
 buffer and out of the socket. The channel layer carries only control-plane events (key revoked).
 
+Backpressure comes from the socket itself (nextframe.live.flow): while the transport's write
+buffer is backed up, output frames are dropped (counted in dropped_outputs) and per-message errors
+are not sent; a socket that has not drained for LIVE_SLOW_READER_TIMEOUT_S ends its session with
+`slow_reader`. Codes and reasons come from the one registry, inference.error_codes.
+
 Whatever happens - a client error, a bug, a server shutdown cancelling the consumer - a session
 that was started is ended exactly once: its runtime session closed, its reservation released and
 its record written (`_end`, or `_abandon` when the event loop can no longer be relied on).
@@ -22,7 +27,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from inference import protocol
+from inference.error_codes import EndReason, ErrorCode, close_code_for
 from nextframe.live import actions
+from nextframe.live.flow import flow_of
 from nextframe.live.host import get_host
 from nextframe.live.models import new_session_id
 from nextframe.tenancy import actions as tenancy
@@ -37,6 +44,12 @@ KEY_RECHECK_S = 2.0
 # Consecutive failed ticks (database unreachable, say) before a session ends with server_error:
 # without its ticks, quota, idle, duration and revocation would go unenforced.
 MAX_FAILED_TICKS = 5
+# A text message over the rate limit is still parsed when it is this short: it may be the
+# session.stop that must always be honoured (a stop is ~23 characters).
+STOP_PARSE_MAX_CHARS = 256
+# At most one `rate_limited` error per this many seconds: a flood must not make the server write
+# one error per flooded message to a client that may not read them.
+RATE_NOTICE_EVERY_S = 1.0
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -54,7 +67,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         finally:
             # Cancelled by a server shutdown, or died of a bug: no disconnect handler will run.
             if self.handle is not None and not self.ended:
-                self._abandon("server_error")
+                self._abandon(EndReason.SERVER_ERROR)
 
     async def connect(self):
         self.tasks: list[asyncio.Task] = []
@@ -66,6 +79,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.last_control_seq = 0
         self.text_tokens = float(settings.LIVE_TEXT_RATE_PER_S)
         self.text_refill_at = time.monotonic()
+        self.rate_noticed_at = float("-inf")
+        self.flow = flow_of(self.scope)
         try:
             self.principal = await self._authenticate()
         except tenancy.AuthError as exc:
@@ -106,7 +121,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         # A client that vanishes without session.stop still frees its reservation and is recorded.
-        await self._end("client", send=False)
+        await self._end(EndReason.CLIENT, send=False)
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.principal is None or self.ended:
@@ -117,17 +132,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
             # A bug must not leave a session running unseen (holding capacity, accruing usage).
             log.exception("live consumer failed on a client message")
             if self.handle is not None:
-                await self._end("server_error")
+                await self._end(EndReason.SERVER_ERROR)
             else:
-                await self._error("bad_message", "the server could not process this message")
+                await self._error(ErrorCode.BAD_MESSAGE, "the server could not process this message")
 
     async def _dispatch(self, text_data, bytes_data) -> None:
         if bytes_data is not None:
             await self._on_frame(bytes_data)
             return
         if not self._take_text_token():
-            await self._error("rate_limited", f"more than {settings.LIVE_TEXT_RATE_PER_S} text messages per second",
-                              retry_after_s=1)
+            # session.stop is never rate-limited away (PROTOCOL.md): a client that flooded must
+            # still be able to end its session, and its usage with it.
+            if _is_stop(text_data):
+                await self._on_stop()
+            else:
+                await self._rate_limited()
             return
         try:
             message = protocol.parse_client_message(text_data or "")
@@ -139,10 +158,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
         elif isinstance(message, protocol.Control):
             await self._on_control(message)
         elif isinstance(message, protocol.SessionStop):
-            if self.handle is None:
-                await self._error("not_started", "no session is running; send session.start first")
-            else:
-                await self._end("client")
+            await self._on_stop()
+
+    async def _on_stop(self) -> None:
+        if self.handle is None:
+            await self._error(ErrorCode.NOT_STARTED, "no session is running; send session.start first")
+        else:
+            await self._end(EndReason.CLIENT)
+
+    async def _rate_limited(self) -> None:
+        now = time.monotonic()
+        if now - self.rate_noticed_at < RATE_NOTICE_EVERY_S:
+            return
+        self.rate_noticed_at = now
+        await self._error(ErrorCode.RATE_LIMITED,
+                          f"more than {settings.LIVE_TEXT_RATE_PER_S} text messages per second; "
+                          "messages over the limit are ignored (session.stop never is)", retry_after_s=1)
 
     def _take_text_token(self) -> bool:
         now = time.monotonic()
@@ -170,10 +201,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             spec.validate_params(msg.params or {})
             spec.validate_prompt(msg.prompt or "")
         except UnknownModel as exc:
-            await self._error("unknown_model", str(exc))
+            await self._error(ErrorCode.UNKNOWN_MODEL, str(exc))
             return
         except InvalidParams as exc:
-            await self._error("invalid_params", str(exc))
+            await self._error(ErrorCode.INVALID_PARAMS, str(exc))
             return
         # Revoked after this socket opened (and the revocation did not reach this process's layer).
         if await database_sync_to_async(_key_revoked)(self.principal):
@@ -183,8 +214,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         org = self.principal.organization
         remaining = await database_sync_to_async(actions.quota_remaining)(org)
         if remaining is not None and remaining <= 0:
-            await self._error("quota_exceeded", "the organisation's monthly GPU-seconds are used up")
-            await self.close(code=protocol.CLOSE_FORBIDDEN, reason="quota exceeded")
+            await self._refuse(ErrorCode.QUOTA_EXCEEDED, "the organisation's monthly GPU-seconds are used up",
+                               reason="quota exceeded")
             return
         cost = spec.cost(width, height, fps)
         session_id = new_session_id()
@@ -195,13 +226,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 org.max_live_sessions,
             )
         except ConcurrencyLimit:
-            await self._error("concurrency_limit", f"the organisation already runs its maximum of {org.max_live_sessions} live sessions")
-            await self.close(code=protocol.CLOSE_CONCURRENCY, reason="concurrency limit")
+            await self._refuse(ErrorCode.CONCURRENCY_LIMIT,
+                               f"the organisation already runs its maximum of {org.max_live_sessions} live sessions",
+                               reason="concurrency limit")
             return
         except CapacityUnavailable as exc:
-            await self._error("capacity_unavailable", "no device has room for this session right now",
-                              retry_after_s=exc.retry_after_s)
-            await self.close(code=protocol.CLOSE_TRY_AGAIN, reason="no capacity")
+            await self._refuse(ErrorCode.CAPACITY_UNAVAILABLE, "no device has room for this session right now",
+                               retry_after_s=exc.retry_after_s, reason="no capacity")
             return
         try:
             tier = await database_sync_to_async(_catalog_tier)(spec)
@@ -243,7 +274,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         from inference.engines import InvalidParams
 
         if self.handle is None:
-            await self._error("not_started", "no session is running; send session.start first")
+            await self._error(ErrorCode.NOT_STARTED, "no session is running; send session.start first")
             return
         if msg.seq <= self.last_control_seq:
             # control_seq in output headers names the newest control; an older seq would lie there.
@@ -261,25 +292,28 @@ class LiveConsumer(AsyncWebsocketConsumer):
         from inference.engines import BadFrame
 
         if self.handle is None:
-            await self._error("not_started", "no session is running; send session.start first")
+            await self._error(ErrorCode.NOT_STARTED, "no session is running; send session.start first")
             return
         if self.spec.kind != "video-to-video":
-            await self._error("bad_frame", f"{self.spec.id} is text-to-video and takes no input frames")
+            await self._error(ErrorCode.BAD_FRAME, f"{self.spec.id} is text-to-video and takes no input frames")
             return
         try:
             frame = protocol.unpack_input_frame(data)
             self.handle.submit_frame(frame.seq, frame.capture_ts_us, frame.jpeg)
         except protocol.ProtocolError as exc:
-            await self._error("bad_frame", exc.message)
+            await self._error(ErrorCode.BAD_FRAME, exc.message)
             return
         except BadFrame as exc:
-            await self._error("bad_frame", str(exc))
+            await self._error(ErrorCode.BAD_FRAME, str(exc))
             return
         self.last_input_at = time.monotonic()
 
     # --- callbacks from runtime threads -------------------------------------------------------------
 
     def _on_output_threadsafe(self, out) -> bool:
+        flow = self.flow
+        if flow is not None and flow.backed_up:
+            return False  # the socket has not taken the last frames: drop (the runtime counts it)
         with self.pending_lock:
             if self.pending >= OUTPUT_BUFFER or self.ended:
                 return False
@@ -290,12 +324,25 @@ class LiveConsumer(AsyncWebsocketConsumer):
     def _on_control_applied_threadsafe(self, seq: int, frame_index: int) -> None:
         self.loop.call_soon_threadsafe(self.outbox.put_nowait, ("text", protocol.control_applied(seq, frame_index)))
 
-    def _on_error_threadsafe(self, code: str, message: str) -> None:
-        self.loop.call_soon_threadsafe(self.outbox.put_nowait, ("text", protocol.error(code, message)))
+    def _on_error_threadsafe(self, fault) -> None:
+        if fault.fatal:
+            # The engine failed: the session can produce nothing more. Say so, then end it.
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._fail(fault.code, fault.message)))
+        else:
+            self.loop.call_soon_threadsafe(self.outbox.put_nowait, ("error", (fault.code, fault.message)))
 
     def _on_lease_lost_threadsafe(self, reason: str) -> None:
         log.warning("live session %s lost its reservation (%s)", self.record_id, reason)
-        self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._end("server_error")))
+        self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._end(EndReason.SERVER_ERROR)))
+
+    async def _fail(self, code: ErrorCode, message: str) -> None:
+        if self.ended or self.handle is None:
+            return
+        log.error("live session %s failed: %s", self.record_id, message)
+        try:
+            await self._error(code, message)
+        finally:
+            await self._end(EndReason.SERVER_ERROR)
 
     async def _sender(self) -> None:
         while True:
@@ -306,13 +353,15 @@ class LiveConsumer(AsyncWebsocketConsumer):
                         self.pending -= 1
                     await self.send(bytes_data=protocol.pack_output_frame(
                         item.frame_index, item.input_seq, item.input_capture_ts_us, item.control_seq, item.jpeg))
+                elif kind == "error":
+                    await self._error(*item)
                 else:
                     await self.send(text_data=item)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("live session %s could not send; ending it", self.record_id)
-                await self._end("server_error", send=False)
+                await self._end(EndReason.SERVER_ERROR, send=False)
                 return
 
     async def _ticker(self) -> None:
@@ -331,16 +380,18 @@ class LiveConsumer(AsyncWebsocketConsumer):
             except Exception:
                 failures += 1
                 log.exception("live session %s: tick %d failed", self.record_id, failures)
-                reason = "server_error" if failures >= MAX_FAILED_TICKS else None
+                reason = EndReason.SERVER_ERROR if failures >= MAX_FAILED_TICKS else None
             if reason:
                 await self._end(reason)
                 return
 
-    async def _tick(self) -> str | None:
+    async def _tick(self) -> EndReason | None:
         """One round of metrics, checkpoint and limits; returns an end reason or None."""
         metrics = self.handle.metrics()
-        data = metrics.as_protocol_dict()
-        await self.send(text_data=protocol.metrics(data))
+        if self.flow is not None and self.flow.stalled_for() >= settings.LIVE_SLOW_READER_TIMEOUT_S:
+            return EndReason.SLOW_READER
+        if self.flow is None or not self.flow.backed_up:  # nobody reads them while it is
+            await self.send(text_data=protocol.metrics(metrics.as_protocol_dict()))
         await database_sync_to_async(actions.checkpoint)(self.record_id, metrics.as_dict(), self.price)
         now = time.monotonic()
         if self.org.gpu_seconds_limit is not None:
@@ -348,18 +399,18 @@ class LiveConsumer(AsyncWebsocketConsumer):
             # one organisation share one monthly quota.
             remaining = await database_sync_to_async(actions.quota_remaining)(self.org)
             if remaining is not None and remaining <= 0:
-                return "quota"
+                return EndReason.QUOTA
         if now - self.started_at >= settings.LIVE_MAX_DURATION_S:
-            return "max_duration"
+            return EndReason.MAX_DURATION
         if self.spec.kind == "video-to-video" and now - self.last_input_at >= settings.LIVE_IDLE_TIMEOUT_S:
-            return "idle"
+            return EndReason.IDLE
         if now >= self.next_key_check:
             # The channel-layer group reaches every process at once when the layer is shared
             # (Redis); this re-check covers a revocation made where it is not (the in-memory
             # layer of the embedded default, revoked from the CLI), still well within 5 s.
             self.next_key_check = now + KEY_RECHECK_S
             if await database_sync_to_async(_key_revoked)(self.principal):
-                return "revoked"
+                return EndReason.REVOKED
         return None
 
     # --- channel-layer events -----------------------------------------------------------------------
@@ -367,14 +418,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def key_revoked(self, event) -> None:
         """The key this socket authenticated with was revoked (in any process)."""
         if self.handle is not None:
-            await self._end("revoked")
+            await self._end(EndReason.REVOKED)
         else:
             self.principal = None
             await self.close(code=protocol.CLOSE_UNAUTHENTICATED, reason="API key revoked")
 
     # --- ending -------------------------------------------------------------------------------------
 
-    async def _end(self, reason: str, send: bool = True) -> None:
+    async def _end(self, reason: EndReason, send: bool = True) -> None:
         if self.ended or self.handle is None:
             return
         self.ended = True
@@ -386,7 +437,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self._release()
         data = final.as_dict()
         usage = actions.usage_dict(float(data.get("gpu_seconds", 0.0)), int(data.get("frames_out", 0)), self.price)
-        await database_sync_to_async(actions.close_record)(self.record_id, reason, data, self.price)
+        await database_sync_to_async(actions.close_record)(self.record_id, str(reason), data, self.price)
         if send:
             try:
                 await self.send(text_data=protocol.session_ended(reason, usage))
@@ -394,7 +445,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             except Exception:  # the socket may already be gone; the record is what matters
                 pass
 
-    def _abandon(self, reason: str) -> None:
+    def _abandon(self, reason: EndReason) -> None:
         """End the session without the event loop (it is being cancelled): close, release, record."""
         self.ended = True
         handle, reservation, record_id = self.handle, self.reservation, self.record_id
@@ -410,7 +461,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             if record_id is not None:
                 from django.db import close_old_connections
 
-                actions.close_record(record_id, reason, final.as_dict(), self.price)
+                actions.close_record(record_id, str(reason), final.as_dict(), self.price)
                 close_old_connections()
 
         # A thread: the ORM refuses to run inside an event loop, even one being torn down.
@@ -427,8 +478,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
         host.forget(reservation)
         await asyncio.to_thread(host.pool.release, current)
 
-    async def _error(self, code: str, message: str, retry_after_s: float | None = None) -> None:
+    async def _error(self, code: ErrorCode, message: str, retry_after_s: float | None = None) -> None:
+        """Send a non-fatal `error`; skipped while the socket is backed up (nobody reads it then)."""
+        if self.flow is not None and self.flow.backed_up:
+            return
         await self.send(text_data=protocol.error(code, message, retry_after_s=retry_after_s))
+
+    async def _refuse(self, code: ErrorCode, message: str, *, reason: str,
+                      retry_after_s: float | None = None) -> None:
+        """Refuse a session: the `error`, then the close code the registry gives that error."""
+        await self.send(text_data=protocol.error(code, message, retry_after_s=retry_after_s))
+        await self.close(code=close_code_for(code), reason=reason)
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):
@@ -436,6 +496,16 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         await self.close()
+
+
+def _is_stop(text: str | None) -> bool:
+    """Whether a text message is `session.stop` (parsed only when short: this runs past the rate limit)."""
+    if not isinstance(text, str) or len(text) > STOP_PARSE_MAX_CHARS:
+        return False
+    try:
+        return isinstance(protocol.parse_client_message(text), protocol.SessionStop)
+    except protocol.ProtocolError:
+        return False
 
 
 def _key_revoked(principal) -> bool:

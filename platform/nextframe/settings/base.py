@@ -246,6 +246,8 @@ LIVE_IDLE_TIMEOUT_S = env_float("NEXTFRAME_LIVE_IDLE_TIMEOUT_S", 30.0, minimum=1
 LIVE_MAX_DURATION_S = env_float("NEXTFRAME_LIVE_MAX_DURATION_S", 3600.0, minimum=1.0)
 LIVE_METRICS_INTERVAL_S = env_float("NEXTFRAME_LIVE_METRICS_INTERVAL_S", 1.0, minimum=0.05)
 LIVE_TEXT_RATE_PER_S = env_int("NEXTFRAME_LIVE_TEXT_RATE_PER_S", 50, minimum=1)
+# A session whose socket has not drained what the server sent for this long ends with slow_reader.
+LIVE_SLOW_READER_TIMEOUT_S = env_float("NEXTFRAME_LIVE_SLOW_READER_TIMEOUT_S", 10.0, minimum=1.0)
 
 # --- Clip tier ----------------------------------------------------------------------------------
 CLIP_BATCH_FRAMES = env_int("NEXTFRAME_CLIP_BATCH_FRAMES", 8, minimum=1)

@@ -459,3 +459,123 @@ async def test_an_unknown_websocket_path_is_refused(db):
     comm = WebsocketCommunicator(application, "/v1/elsewhere")
     connected, _ = await comm.connect()
     assert not connected
+
+
+# -- issue 9: an engine that raises, a flood before session.stop, a client that does not read ----------
+
+@pytest.fixture
+def failing_engine():
+    from inference.engines import unregister_engine
+    from inference.engines.faulty import FAILING_ENGINE_ID, register
+
+    register()
+    yield FAILING_ENGINE_ID
+    unregister_engine(FAILING_ENGINE_ID)
+
+
+async def test_an_engine_that_raises_ends_the_session_with_server_error_and_frees_its_lease(key, failing_engine):
+    from nextframe.capacity import get_pool
+
+    comm = await connect(key)
+    await start(comm, failing_engine, width=64, height=64, fps=30, params={"fail_at_frame": 3})
+    frames, events = [], []
+    while True:
+        message = await comm.receive_output(10)
+        assert message["type"] != "websocket.close", (frames, events)
+        if message.get("bytes") is not None:
+            frames.append(protocol.unpack_output_frame(message["bytes"]).header.frame_index)
+            continue
+        data = json.loads(message["text"])
+        events.append(data)
+        if data["type"] == "session.ended":
+            break
+    # Frames 0..2, then the client is told, then the session ends: no silent session without frames.
+    assert frames == [0, 1, 2]
+    errors = [e for e in events if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["server_error"] and "frame 3" in errors[0]["message"]
+    assert events[-1]["reason"] == "server_error" and events[-1]["usage"]["frames"] == 3
+    closed = await comm.receive_output(10)
+    while closed["type"] != "websocket.close":
+        closed = await comm.receive_output(10)
+    assert closed.get("code", 1000) == 1000
+    assert get_pool().active_leases() == []
+    record = await database_sync_to_async(LiveSession.objects.get)()
+    assert record.status == "ended" and record.end_reason == "server_error"
+
+
+async def test_session_stop_is_honoured_after_a_flood_over_the_text_rate_limit(key, settings):
+    settings.LIVE_TEXT_RATE_PER_S = 20
+    comm = await connect(key)
+    await start(comm, "dreamfield", width=64, height=64, fps=30)
+    for seq in range(1, 301):  # 15x the limit, faster than any refill
+        await send(comm, type="control", seq=seq, params={"zoom": 1 + seq % 5})
+    await send(comm, type="session.stop")
+    events = []
+    while True:
+        message = await comm.receive_output(10)
+        assert message["type"] != "websocket.close", events
+        if message.get("text"):
+            events.append(json.loads(message["text"]))
+            if events[-1]["type"] == "session.ended":
+                break
+    assert events[-1]["reason"] == "client"
+    limited = [e for e in events if e.get("code") == "rate_limited"]
+    # One notice per second of flood, not one error per flooded message.
+    assert 1 <= len(limited) <= 3
+    record = await database_sync_to_async(LiveSession.objects.get)()
+    assert record.end_reason == "client"
+
+
+async def connect_with_flow(key: str):
+    """A communicator whose scope carries a SocketFlow, as daphne's patched server gives it."""
+    from nextframe.live.flow import EXTENSION, SocketFlow
+
+    flow = SocketFlow()
+    comm = WebsocketCommunicator(application, "/v1/live", headers=[(b"authorization", f"Bearer {key}".encode())])
+    comm.scope["extensions"] = {EXTENSION: flow}
+    connected, _ = await comm.connect()
+    assert connected
+    return comm, flow
+
+
+async def test_outputs_are_dropped_and_counted_while_the_socket_is_backed_up(key, settings):
+    settings.LIVE_METRICS_INTERVAL_S = 0.1
+    settings.LIVE_SLOW_READER_TIMEOUT_S = 60
+    comm, flow = await connect_with_flow(key)
+    await start(comm, "dreamfield", width=64, height=64, fps=30)
+    await next_frame(comm)
+    flow.pauseProducing()  # the transport's write buffer passed its limit
+    await asyncio.sleep(0.5)  # ~15 frames due
+    flow.resumeProducing()
+    queued = []
+    while not comm.output_queue.empty():
+        queued.append(comm.output_queue.get_nowait())
+    # At most the frames already queued when the socket backed up reach it (the app-side bound).
+    assert sum(1 for m in queued if m.get("bytes") is not None) <= 2
+    await next_frame(comm)  # drained: frames flow again
+    metrics = await next_json(comm, skip=("control.applied",))
+    while metrics["type"] != "metrics":
+        metrics = await next_json(comm, skip=("control.applied",))
+    assert metrics["dropped_outputs"] >= 10
+    ended = await stop(comm)
+    assert ended["reason"] == "client"
+
+
+async def test_a_socket_that_never_drains_ends_the_session_with_slow_reader(key, settings):
+    from nextframe.capacity import get_pool
+
+    settings.LIVE_METRICS_INTERVAL_S = 0.1
+    settings.LIVE_SLOW_READER_TIMEOUT_S = 0.5
+    comm, flow = await connect_with_flow(key)
+    await start(comm, "identity", width=64, height=64, fps=30)
+    flow.pauseProducing()
+    for seq in range(1, 40):  # the client keeps sending: its input does not count as reading
+        await comm.send_to(bytes_data=protocol.pack_input_frame(seq, seq, jpeg(64, 64)))
+        await asyncio.sleep(0.025)
+    ended = await next_json(comm, timeout=10, skip=("metrics", "error"))
+    while ended["type"] != "session.ended":
+        ended = await next_json(comm, timeout=10, skip=("metrics", "error"))
+    assert ended["reason"] == "slow_reader"
+    assert get_pool().active_leases() == []
+    record = await database_sync_to_async(LiveSession.objects.get)()
+    assert record.status == "ended" and record.end_reason == "slow_reader"
