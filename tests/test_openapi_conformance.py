@@ -37,11 +37,26 @@ def no_audit_worker(monkeypatch):
     monkeypatch.setattr(actions._worker, "submit", lambda run_id, with_clip: None)
 
 
+@pytest.fixture
+def connections_kept_across_requests():
+    """The WSGI handler closes the database connection after each request (request_finished), which
+    on PostgreSQL would close the test's transaction under it; Django's own test client detaches
+    that handler in the same way while it calls the application."""
+    from django.core import signals
+    from django.db import close_old_connections
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
 @pytest.mark.django_db
 @schema.parametrize()
 @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
-def test_the_api_conforms_to_its_document(case, api_key, no_audit_worker):
+def test_the_api_conforms_to_its_document(case, api_key, no_audit_worker, connections_kept_across_requests):
     if case.meta is not None and case.meta.generation.mode.is_positive and case.query:
         case.query.pop("cursor", None)
     case.call_and_validate(headers={"Authorization": f"Bearer {api_key}"})
