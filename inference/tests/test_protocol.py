@@ -242,6 +242,47 @@ def test_moderation_error_and_ended() -> None:
         p.session_ended("tired", p.Usage(0, 0, "0"))
 
 
+# The exact wire text (compact separators, field order, optional fields omitted), pinned byte for
+# byte: clients in other languages may compare or hash it, and docs/protocol.md shows these forms.
+WIRE_TEXT = {
+    "session.ready": '{"type":"session.ready","session_id":"s1","model":"identity","tier":"interactive",'
+                     '"width":512,"height":512,"fps":30,"frame_budget_ms":33.3,'
+                     '"reservation":{"device":"cuda:0","share":0.25},"price_per_gpu_second":"0.00042",'
+                     '"currency":"usd"}',
+    "control.applied": '{"type":"control.applied","seq":3,"frame":17}',
+    "control.rejected": '{"type":"control.rejected","seq":4,"code":"moderation","message":"no"}',
+    "metrics": '{"type":"metrics","frames_out":90,"fps":29.8,"ttff_ms":null,'
+               '"latency_ms":{"p50":30.0,"p95":41.0,"p99":null},"jitter_ms":1.5,"deadline_misses":2,'
+               '"dropped_inputs":1,"dropped_outputs":3,"gpu_seconds":0.75}',
+    "moderation": '{"type":"moderation","frame":5,"action":"replaced","category":"violence"}',
+    "error": '{"type":"error","code":"capacity_unavailable","message":"full","retry_after_s":5}',
+    "error without retry": '{"type":"error","code":"not_started","message":"start first"}',
+    "session.ended": '{"type":"session.ended","reason":"client",'
+                     '"usage":{"gpu_seconds":1.5,"frames":45,"cost":"0.01","currency":"usd"}}',
+    "session.start": '{"type":"session.start","model":"m","width":64,"fps":24,"prompt":"p","params":{"a":[1,2]}}',
+    "control": '{"type":"control","seq":1,"prompt":"p"}',
+    "session.stop": '{"type":"session.stop"}',
+}
+
+
+def test_wire_text_is_byte_exact() -> None:
+    built = {
+        "session.ready": p.session_ready("s1", "identity", "interactive", 512, 512, 30, 33.3, "cuda:0", 0.25,
+                                         Decimal("0.00042")),
+        "control.applied": p.control_applied(3, 17),
+        "control.rejected": p.control_rejected(4, "moderation", "no"),
+        "metrics": p.metrics(p.Metrics(90, 29.8, None, 30.0, 41.0, float("nan"), 1.5, 2, 1, 0.75, 3)),
+        "moderation": p.moderation(5, "replaced", "violence"),
+        "error": p.error(p.ErrorCode.CAPACITY_UNAVAILABLE, "full", retry_after_s=5),
+        "error without retry": p.error("not_started", "start first"),
+        "session.ended": p.session_ended("client", p.Usage(1.5, 45, "0.01")),
+        "session.start": p.SessionStart("m", 64, None, 24, "p", {"a": [1, 2]}).to_json(),
+        "control": p.Control(1, prompt="p").to_json(),
+        "session.stop": p.SessionStop().to_json(),
+    }
+    assert built == WIRE_TEXT
+
+
 def test_codes_match_the_contract() -> None:
     # PROTOCOL.md v1 and the v1.1 additions; the registry only ever grows.
     assert p.ERROR_CODES == {"bad_message", "bad_frame", "unknown_model", "invalid_params",
