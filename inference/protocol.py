@@ -79,14 +79,38 @@ class ProtocolError(Exception):
 
     def to_json(self) -> str:
         """The `error` message to send back for this violation."""
-        return error(self.code, self.message)
+        return Error(self.code, self.message).to_json()
+
+
+# --- messages ------------------------------------------------------------------------------------
+# Every text message, in either direction, is a frozen dataclass below; `to_json()` is the one way
+# one becomes wire text. Each class's `to_dict()` is its PROTOCOL.md shape; server messages check
+# their codes when built, so an invalid message never exists.
+
+
+class Message:
+    """Base of every protocol text message: `to_json()` is the single serialiser."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        # Compact separators: the documented wire form. allow_nan=False: NaN/Infinity are not JSON,
+        # and a client parser in another language would choke on them.
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 # --- client -> server messages --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class SessionStart:
+class SessionStart(Message):
     """`session.start`: open a session of `model`; omitted fields take the model's defaults."""
 
     model: str
@@ -97,12 +121,12 @@ class SessionStart:
     params: dict[str, Any] | None = None
     type: str = field(default="session.start", init=False)
 
-    def to_json(self) -> str:
-        return _dumps({"type": self.type, **_drop_none(self.__dict__)})
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **_drop_none(self.__dict__)}
 
 
 @dataclass(frozen=True)
-class Control:
+class Control(Message):
     """`control`: change the prompt and/or params from the next frame produced on."""
 
     seq: int
@@ -110,18 +134,18 @@ class Control:
     params: dict[str, Any] | None = None
     type: str = field(default="control", init=False)
 
-    def to_json(self) -> str:
-        return _dumps({"type": self.type, **_drop_none(self.__dict__)})
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **_drop_none(self.__dict__)}
 
 
 @dataclass(frozen=True)
-class SessionStop:
+class SessionStop(Message):
     """`session.stop`: end the session; the server answers with `session.ended`."""
 
     type: str = field(default="session.stop", init=False)
 
-    def to_json(self) -> str:
-        return _dumps({"type": self.type})
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type}
 
 
 ClientMessage = SessionStart | Control | SessionStop
@@ -282,15 +306,6 @@ def parse_client_message(text: str) -> ClientMessage:
 # --- server -> client messages --------------------------------------------------------------------
 
 
-def _dumps(obj: Mapping[str, Any]) -> str:
-    # allow_nan=False: NaN/Infinity are not JSON, and a client parser in another language would choke.
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
-
-
-def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def _decimal_string(value: Decimal | str | int, name: str) -> str:
     # Money travels as decimal strings: a float would lose cents on the way.
     if isinstance(value, float):
@@ -304,7 +319,7 @@ def _decimal_string(value: Decimal | str | int, name: str) -> str:
     return str(number)
 
 
-def _finite_or_none(value: Any) -> Any:
+def _finite_or_none(value: float | None) -> float | None:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -316,7 +331,7 @@ def _require(value: str, allowed: frozenset[str], name: str) -> None:
 
 
 @dataclass(frozen=True)
-class SessionReady:
+class SessionReady(Message):
     """`session.ready`: the session is admitted, reserved and running."""
 
     session_id: str
@@ -331,8 +346,11 @@ class SessionReady:
     price_per_gpu_second: Decimal | str
     currency: str = "usd"
 
-    def to_dict(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
         _require(self.tier, LIVE_TIERS, "tier")
+        _decimal_string(self.price_per_gpu_second, "price_per_gpu_second")
+
+    def to_dict(self) -> dict[str, Any]:
         return {
             "type": "session.ready",
             "session_id": self.session_id,
@@ -351,7 +369,7 @@ class SessionReady:
 
 
 @dataclass(frozen=True)
-class ControlApplied:
+class ControlApplied(Message):
     """`control.applied`: control `seq` is visible from output frame `frame` on."""
 
     seq: int
@@ -362,21 +380,23 @@ class ControlApplied:
 
 
 @dataclass(frozen=True)
-class ControlRejected:
+class ControlRejected(Message):
     """`control.rejected`: control `seq` never reached the model; the previous one keeps playing."""
 
     seq: int
-    code: str
+    code: ControlRejectCode | str
     message: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
         _require(self.code, CONTROL_REJECT_CODES, "code")
+
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "control.rejected", "seq": self.seq, "code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True)
-class Metrics:
-    """`metrics`: the session's measured numbers, sent about once a second."""
+class Metrics(Message):
+    """`metrics`: the session's measured numbers, sent about once a second. Non-finite floats go as null."""
 
     frames_out: int
     fps: float
@@ -412,28 +432,35 @@ class Metrics:
 
 
 @dataclass(frozen=True)
-class Moderation:
+class Moderation(Message):
     """`moderation`: output frame `frame` was replaced, or the session ended, for `category`."""
 
     frame: int
     action: str
     category: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
         _require(self.action, MODERATION_ACTIONS, "action")
+
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "moderation", "frame": self.frame, "action": self.action, "category": self.category}
 
 
 @dataclass(frozen=True)
-class Error:
-    """`error`: something went wrong; the session goes on unless the error is fatal."""
+class Error(Message):
+    """`error`: something went wrong; the session goes on unless the error is fatal.
 
-    code: str
+    `retry_after_s` goes on the wire only when given.
+    """
+
+    code: ErrorCode | str
     message: str
     retry_after_s: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
         _require(self.code, ERROR_CODES, "code")
+
+    def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
         if self.retry_after_s is not None:
             out["retry_after_s"] = self.retry_after_s
@@ -442,12 +469,15 @@ class Error:
 
 @dataclass(frozen=True)
 class Usage:
-    """What a session consumed and costs; part of `session.ended`."""
+    """What a session consumed and costs; part of `session.ended` (not a message of its own)."""
 
     gpu_seconds: float
     frames: int
     cost: Decimal | str
     currency: str = "usd"
+
+    def __post_init__(self) -> None:
+        _decimal_string(self.cost, "cost")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -459,110 +489,22 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class SessionEnded:
+class SessionEnded(Message):
     """`session.ended`: the last message; the server closes the socket after it."""
 
-    reason: str
+    reason: EndReason | str
     usage: Usage
 
-    def to_dict(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
         _require(self.reason, END_REASONS, "reason")
+
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "session.ended", "reason": self.reason, "usage": self.usage.to_dict()}
 
 
 ServerMessage = (
     SessionReady | ControlApplied | ControlRejected | Metrics | Moderation | Error | SessionEnded
 )
-
-
-def to_json(message: ServerMessage) -> str:
-    """Serialise any server message dataclass to its JSON text."""
-    return _dumps(message.to_dict())
-
-
-def session_ready(
-    session_id: str,
-    model: str,
-    tier: str,
-    width: int,
-    height: int,
-    fps: int,
-    frame_budget_ms: float,
-    device: str,
-    share: float,
-    price_per_gpu_second: Decimal | str,
-    currency: str = "usd",
-) -> str:
-    """JSON text of `session.ready`."""
-    return to_json(
-        SessionReady(
-            session_id, model, tier, width, height, fps, frame_budget_ms, device, share,
-            price_per_gpu_second, currency,
-        )
-    )
-
-
-def control_applied(seq: int, frame: int) -> str:
-    """JSON text of `control.applied`."""
-    return to_json(ControlApplied(seq, frame))
-
-
-def control_rejected(seq: int, code: str, message: str) -> str:
-    """JSON text of `control.rejected` (`code` is `moderation` or `invalid_params`)."""
-    return to_json(ControlRejected(seq, code, message))
-
-
-_METRIC_KEYS = (
-    "frames_out", "fps", "ttff_ms", "latency_ms", "jitter_ms", "deadline_misses",
-    "dropped_inputs", "gpu_seconds",
-)
-
-
-def metrics(values: Mapping[str, Any] | Metrics) -> str:
-    """JSON text of `metrics` from a Metrics or a mapping with the PROTOCOL.md keys.
-
-    A mapping must carry every documented key (`latency_ms` as {"p50","p95","p99"}); extra keys are
-    passed through, since adding fields is allowed. Non-finite floats become null.
-    """
-    if isinstance(values, Metrics):
-        return to_json(values)
-    missing = [k for k in _METRIC_KEYS if k not in values]
-    if missing:
-        raise ValueError(f"metrics missing {missing}")
-    latency = values["latency_ms"]
-    if not isinstance(latency, Mapping) or any(p not in latency for p in ("p50", "p95", "p99")):
-        raise ValueError("metrics latency_ms must map p50, p95 and p99")
-    out: dict[str, Any] = {"type": "metrics"}
-    for key, value in values.items():
-        if key == "type":
-            continue
-        if isinstance(value, Mapping):
-            out[key] = {k: _finite_or_none(v) for k, v in value.items()}
-        else:
-            out[key] = _finite_or_none(value)
-    return _dumps(out)
-
-
-def moderation(frame: int, action: str, category: str) -> str:
-    """JSON text of `moderation` (`action` is `replaced` or `ended`)."""
-    return to_json(Moderation(frame, action, category))
-
-
-def error(code: ErrorCode | str, message: str, retry_after_s: float | None = None) -> str:
-    """JSON text of `error` (`code` one of ErrorCode); `retry_after_s` is included only when given."""
-    return to_json(Error(code, message, retry_after_s))
-
-
-def session_ended(reason: EndReason | str, usage: Usage | Mapping[str, Any]) -> str:
-    """JSON text of `session.ended`; `usage` is a Usage or a mapping of its fields."""
-    if not isinstance(usage, Usage):
-        usage = Usage(
-            gpu_seconds=usage["gpu_seconds"],
-            frames=usage["frames"],
-            cost=usage["cost"],
-            currency=usage.get("currency", "usd"),
-        )
-    return to_json(SessionEnded(reason, usage))
 
 
 def parse_server_message(text: str) -> dict[str, Any]:

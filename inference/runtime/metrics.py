@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from inference import protocol
+
 LATENCY_WINDOW = 1024
 OUTPUT_WINDOW = 256
 FPS_WINDOW_S = 2.0
@@ -52,12 +54,15 @@ class SessionMetrics:
     moderation_overruns: int
     open_s: float
 
-    def as_protocol_dict(self) -> dict[str, Any]:
-        """The fields of the `metrics` message (docs/protocol.md, v1.2 adds dropped_outputs), without "type"."""
-        return {"frames_out": self.frames_out, "fps": self.fps, "ttff_ms": self.ttff_ms,
-                "latency_ms": dict(self.latency_ms), "jitter_ms": self.jitter_ms,
-                "deadline_misses": self.deadline_misses, "dropped_inputs": self.dropped_inputs,
-                "dropped_outputs": self.dropped_outputs, "gpu_seconds": self.gpu_seconds}
+    def as_message(self) -> protocol.Metrics:
+        """This snapshot as the `metrics` message (docs/protocol.md; v1.2 adds dropped_outputs)."""
+        return protocol.Metrics(
+            frames_out=self.frames_out, fps=self.fps, ttff_ms=self.ttff_ms,
+            latency_p50_ms=self.latency_ms["p50"], latency_p95_ms=self.latency_ms["p95"],
+            latency_p99_ms=self.latency_ms["p99"], jitter_ms=self.jitter_ms,
+            deadline_misses=self.deadline_misses, dropped_inputs=self.dropped_inputs,
+            gpu_seconds=self.gpu_seconds, dropped_outputs=self.dropped_outputs,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,7 +50,7 @@ class FakeServer:
         async for raw in ws:
             if isinstance(raw, bytes):
                 if not started:
-                    await ws.send(p.error("not_started", "send session.start first"))
+                    await ws.send(p.Error("not_started", "send session.start first").to_json())
                     continue
                 try:
                     frame = p.unpack_input_frame(raw)
@@ -62,11 +62,11 @@ class FakeServer:
                 if pending is not None:
                     control_seq, pending = pending, None
                     if not self.applied_after_frame:
-                        await ws.send(p.control_applied(applied, frame_index))
+                        await ws.send(p.ControlApplied(applied, frame_index).to_json())
                 await ws.send(p.pack_output_frame(frame_index, frame.seq, frame.capture_ts_us, control_seq, frame.jpeg))
                 if applied is not None and self.applied_after_frame:
                     # Either order is legal; the real consumer sends the notice after the frame.
-                    await ws.send(p.control_applied(applied, frame_index))
+                    await ws.send(p.ControlApplied(applied, frame_index).to_json())
                 frame_index += 1
                 if frame_index % self.metrics_every == 0:
                     await ws.send(self.metrics(frame_index))
@@ -79,17 +79,17 @@ class FakeServer:
             self.received.append(msg)
             if isinstance(msg, p.SessionStart):
                 if msg.model == "busy":
-                    await ws.send(p.error("capacity_unavailable", "no GPU free", retry_after_s=5))
+                    await ws.send(p.Error("capacity_unavailable", "no GPU free", retry_after_s=5).to_json())
                     await ws.close(p.CLOSE_TRY_AGAIN, "no capacity")
                     return
                 if msg.model == "unknown":
-                    await ws.send(p.error("unknown_model", f"no model {msg.model!r}"))
+                    await ws.send(p.Error("unknown_model", f"no model {msg.model!r}").to_json())
                     continue
                 started = True
-                await ws.send(p.session_ready("sess-1", msg.model, "interactive", msg.width or 64,
-                                              msg.height or 48, msg.fps or 30, 33.3, "cpu:0", 0.5, "0.0001"))
+                await ws.send(p.SessionReady("sess-1", msg.model, "interactive", msg.width or 64,
+                                             msg.height or 48, msg.fps or 30, 33.3, "cpu:0", 0.5, "0.0001").to_json())
                 if msg.model == "revoked-soon":
-                    await ws.send(p.session_ended("revoked", p.Usage(0.0, 0, "0")))
+                    await ws.send(p.SessionEnded("revoked", p.Usage(0.0, 0, "0")).to_json())
                     await ws.close()
                     return
                 if msg.model == "kicked":
@@ -97,18 +97,18 @@ class FakeServer:
                     return
             elif isinstance(msg, p.Control):
                 if msg.prompt == "forbidden":
-                    await ws.send(p.control_rejected(msg.seq, "moderation", "prompt refused"))
+                    await ws.send(p.ControlRejected(msg.seq, "moderation", "prompt refused").to_json())
                 else:
                     pending = msg.seq
             elif isinstance(msg, p.SessionStop):
                 await ws.send(self.metrics(frame_index))
-                await ws.send(p.session_ended("client", p.Usage(frame_index * 0.01, frame_index, "0.0123")))
+                await ws.send(p.SessionEnded("client", p.Usage(frame_index * 0.01, frame_index, "0.0123")).to_json())
                 await ws.close()
                 return
 
     @staticmethod
     def metrics(frames: int) -> str:
-        return p.metrics(p.Metrics(frames, 30.0, 12.0, 5.0, 7.5, 9.0, 0.4, 0, 0, frames * 0.01))
+        return p.Metrics(frames, 30.0, 12.0, 5.0, 7.5, 9.0, 0.4, 0, 0, frames * 0.01).to_json()
 
 
 @pytest.fixture
@@ -402,7 +402,7 @@ async def test_cli_ctrl_c_stops_the_session_cleanly(server: FakeServer) -> None:
 
 async def test_stop_times_out_when_the_server_never_answers() -> None:
     async def silent(ws: ServerConnection) -> None:
-        await ws.send(p.session_ready("s", "m", "streaming", 8, 8, 1, 1000.0, "cpu:0", 1.0, "0"))
+        await ws.send(p.SessionReady("s", "m", "streaming", 8, 8, 1, 1000.0, "cpu:0", 1.0, "0").to_json())
         async for _ in ws:  # reads session.stop and says nothing
             pass
 

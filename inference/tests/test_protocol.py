@@ -181,65 +181,59 @@ TYPES = ["session.start", "control", "session.stop", "nope"]
 
 
 def test_session_ready_layout() -> None:
-    text = p.session_ready("s1", "identity", "interactive", 512, 512, 30, 33.3, "cuda:0", 0.25,
-                           Decimal("0.00042"))
+    text = p.SessionReady("s1", "identity", "interactive", 512, 512, 30, 33.3, "cuda:0", 0.25,
+                          Decimal("0.00042")).to_json()
     assert json.loads(text) == {
         "type": "session.ready", "session_id": "s1", "model": "identity", "tier": "interactive",
         "width": 512, "height": 512, "fps": 30, "frame_budget_ms": 33.3,
         "reservation": {"device": "cuda:0", "share": 0.25},
         "price_per_gpu_second": "0.00042", "currency": "usd",
     }
+    # An invalid message cannot even be built.
     with pytest.raises(ValueError, match="tier"):
-        p.session_ready("s", "m", "fast-batch", 1, 1, 1, 1, "d", 1, "1")
+        p.SessionReady("s", "m", "fast-batch", 1, 1, 1, 1, "d", 1, "1")
     with pytest.raises(ValueError, match="float"):
-        p.session_ready("s", "m", "streaming", 1, 1, 1, 1, "d", 1, 0.1)  # type: ignore[arg-type]
+        p.SessionReady("s", "m", "streaming", 1, 1, 1, 1, "d", 1, 0.1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a decimal"):
-        p.session_ready("s", "m", "streaming", 1, 1, 1, 1, "d", 1, "cheap")
+        p.SessionReady("s", "m", "streaming", 1, 1, 1, 1, "d", 1, "cheap")
 
 
 def test_control_messages() -> None:
-    assert json.loads(p.control_applied(3, 17)) == {"type": "control.applied", "seq": 3, "frame": 17}
-    assert json.loads(p.control_rejected(4, "moderation", "no")) == {
+    assert json.loads(p.ControlApplied(3, 17).to_json()) == {"type": "control.applied", "seq": 3, "frame": 17}
+    assert json.loads(p.ControlRejected(4, "moderation", "no").to_json()) == {
         "type": "control.rejected", "seq": 4, "code": "moderation", "message": "no"}
     with pytest.raises(ValueError):
-        p.control_rejected(4, "bad_message", "no")
+        p.ControlRejected(4, "bad_message", "no")
 
 
-def test_metrics_from_mapping_and_dataclass_agree() -> None:
-    values = {"frames_out": 90, "fps": 29.8, "ttff_ms": 120.5,
-              "latency_ms": {"p50": 30.0, "p95": 41.0, "p99": float("nan")},
-              "jitter_ms": 1.5, "deadline_misses": 2, "dropped_inputs": 1, "gpu_seconds": 0.75,
-              "dropped_outputs": 0}
-    from_map = json.loads(p.metrics(values))
-    from_cls = json.loads(p.metrics(p.Metrics(90, 29.8, 120.5, 30.0, 41.0, float("nan"), 1.5, 2, 1, 0.75)))
-    assert from_map == from_cls
-    assert from_map["latency_ms"]["p99"] is None  # NaN is not JSON; null is
-    assert from_map["type"] == "metrics"
-    # Additive fields pass through.
-    assert json.loads(p.metrics({**values, "control_lag_frames": 1}))["control_lag_frames"] == 1
-    with pytest.raises(ValueError, match="missing"):
-        p.metrics({"frames_out": 1})
-    with pytest.raises(ValueError, match="p50"):
-        p.metrics({**values, "latency_ms": {"p50": 1}})
+def test_metrics_non_finite_floats_go_as_null() -> None:
+    nan, inf = float("nan"), float("inf")
+    wire = json.loads(p.Metrics(90, inf, nan, 30.0, 41.0, nan, nan, 2, 1, inf).to_json())
+    assert wire["type"] == "metrics"
+    assert wire["fps"] is wire["ttff_ms"] is wire["jitter_ms"] is wire["gpu_seconds"] is None
+    assert wire["latency_ms"] == {"p50": 30.0, "p95": 41.0, "p99": None}  # NaN is not JSON; null is
+    assert wire["dropped_outputs"] == 0  # v1.2 field, present even when a caller leaves it out
 
 
 def test_moderation_error_and_ended() -> None:
-    assert json.loads(p.moderation(5, "replaced", "violence")) == {
+    assert json.loads(p.Moderation(5, "replaced", "violence").to_json()) == {
         "type": "moderation", "frame": 5, "action": "replaced", "category": "violence"}
     with pytest.raises(ValueError):
-        p.moderation(5, "blurred", "x")
-    assert json.loads(p.error("capacity_unavailable", "full", retry_after_s=5)) == {
+        p.Moderation(5, "blurred", "x")
+    assert json.loads(p.Error("capacity_unavailable", "full", retry_after_s=5).to_json()) == {
         "type": "error", "code": "capacity_unavailable", "message": "full", "retry_after_s": 5}
-    assert "retry_after_s" not in json.loads(p.error("not_started", "start first"))
+    assert "retry_after_s" not in json.loads(p.Error("not_started", "start first").to_json())
     with pytest.raises(ValueError):
-        p.error("oops", "x")
-    ended = json.loads(p.session_ended("client", {"gpu_seconds": 1.5, "frames": 45, "cost": "0.01"}))
+        p.Error("oops", "x")
+    ended = json.loads(p.SessionEnded("client", p.Usage(1.5, 45, "0.01")).to_json())
     assert ended == {"type": "session.ended", "reason": "client",
                      "usage": {"gpu_seconds": 1.5, "frames": 45, "cost": "0.01", "currency": "usd"}}
-    assert p.session_ended("idle", p.Usage(1.5, 45, Decimal("0.01"))) == p.session_ended(
-        "idle", {"gpu_seconds": 1.5, "frames": 45, "cost": "0.01"})
+    assert p.SessionEnded("idle", p.Usage(1.5, 45, Decimal("0.01"))).to_json() == p.SessionEnded(
+        "idle", p.Usage(**{"gpu_seconds": 1.5, "frames": 45, "cost": "0.01"})).to_json()
     with pytest.raises(ValueError):
-        p.session_ended("tired", p.Usage(0, 0, "0"))
+        p.SessionEnded("tired", p.Usage(0, 0, "0"))
+    with pytest.raises(ValueError, match="cost"):
+        p.Usage(0, 0, 0.1)  # type: ignore[arg-type]  # money is never a float
 
 
 # The exact wire text (compact separators, field order, optional fields omitted), pinned byte for
@@ -266,21 +260,21 @@ WIRE_TEXT = {
 
 
 def test_wire_text_is_byte_exact() -> None:
-    built = {
-        "session.ready": p.session_ready("s1", "identity", "interactive", 512, 512, 30, 33.3, "cuda:0", 0.25,
-                                         Decimal("0.00042")),
-        "control.applied": p.control_applied(3, 17),
-        "control.rejected": p.control_rejected(4, "moderation", "no"),
-        "metrics": p.metrics(p.Metrics(90, 29.8, None, 30.0, 41.0, float("nan"), 1.5, 2, 1, 0.75, 3)),
-        "moderation": p.moderation(5, "replaced", "violence"),
-        "error": p.error(p.ErrorCode.CAPACITY_UNAVAILABLE, "full", retry_after_s=5),
-        "error without retry": p.error("not_started", "start first"),
-        "session.ended": p.session_ended("client", p.Usage(1.5, 45, "0.01")),
-        "session.start": p.SessionStart("m", 64, None, 24, "p", {"a": [1, 2]}).to_json(),
-        "control": p.Control(1, prompt="p").to_json(),
-        "session.stop": p.SessionStop().to_json(),
+    built: dict[str, p.Message] = {
+        "session.ready": p.SessionReady("s1", "identity", "interactive", 512, 512, 30, 33.3, "cuda:0", 0.25,
+                                        Decimal("0.00042")),
+        "control.applied": p.ControlApplied(3, 17),
+        "control.rejected": p.ControlRejected(4, p.ControlRejectCode.MODERATION, "no"),
+        "metrics": p.Metrics(90, 29.8, None, 30.0, 41.0, float("nan"), 1.5, 2, 1, 0.75, 3),
+        "moderation": p.Moderation(5, "replaced", "violence"),
+        "error": p.Error(p.ErrorCode.CAPACITY_UNAVAILABLE, "full", retry_after_s=5),
+        "error without retry": p.Error("not_started", "start first"),
+        "session.ended": p.SessionEnded(p.EndReason.CLIENT, p.Usage(1.5, 45, "0.01")),
+        "session.start": p.SessionStart("m", 64, None, 24, "p", {"a": [1, 2]}),
+        "control": p.Control(1, prompt="p"),
+        "session.stop": p.SessionStop(),
     }
-    assert built == WIRE_TEXT
+    assert {name: message.to_json() for name, message in built.items()} == WIRE_TEXT
 
 
 def test_codes_match_the_contract() -> None:
@@ -302,9 +296,9 @@ def test_every_code_in_the_registry_serialises_and_refusals_have_a_close_code() 
     # The runtime reports server_error: the codec must take it (it refused it once, and the
     # engine failure that raised it went unreported).
     for code in ErrorCode:
-        assert json.loads(p.error(code, "m"))["code"] == code.value
+        assert json.loads(p.Error(code, "m").to_json())["code"] == code.value
     for reason in EndReason:
-        assert json.loads(p.session_ended(reason, p.Usage(0, 0, "0")))["reason"] == reason.value
+        assert json.loads(p.SessionEnded(reason, p.Usage(0, 0, "0")).to_json())["reason"] == reason.value
     assert p.close_code_for("capacity_unavailable") == 1013
     assert p.close_code_for("concurrency_limit") == 4429
     assert p.close_code_for("quota_exceeded") == p.close_code_for("account_suspended") == 4403

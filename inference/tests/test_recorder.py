@@ -96,8 +96,8 @@ class DroppingServer:
 
     async def handler(self, ws: ServerConnection) -> None:
         await ws.recv()  # session.start
-        await ws.send(p.session_ready("sess-x", "identity", "streaming", self.width, self.height, 15, 66.0,
-                                      "cpu:0", 0.1, "0"))
+        await ws.send(p.SessionReady("sess-x", "identity", "streaming", self.width, self.height, 15, 66.0,
+                                     "cpu:0", 0.1, "0").to_json())
         for i in range(self.frames):
             await ws.send(p.pack_output_frame(i, None, 0, 0, frame_jpeg(i, self.width, self.height)))
         await ws.close(1011, "server went away")

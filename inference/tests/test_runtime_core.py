@@ -7,6 +7,7 @@ latencies and batching are exact.
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -493,9 +494,10 @@ def test_gpu_seconds_are_share_times_wall_time(rt, clock, engines):
     final = h.close()
     clock.advance(10.0)
     assert final.gpu_seconds == pytest.approx(2.0) and h.metrics().gpu_seconds == pytest.approx(2.0)
-    assert set(final.as_protocol_dict()) == {"frames_out", "fps", "ttff_ms", "latency_ms", "jitter_ms",
-                                             "deadline_misses", "dropped_inputs", "dropped_outputs",
-                                             "gpu_seconds"}
+    wire = json.loads(final.as_message().to_json())
+    assert set(wire) == {"type", "frames_out", "fps", "ttff_ms", "latency_ms", "jitter_ms", "deadline_misses",
+                         "dropped_inputs", "dropped_outputs", "gpu_seconds"}
+    assert wire["gpu_seconds"] == pytest.approx(2.0) and set(wire["latency_ms"]) == {"p50", "p95", "p99"}
 
 
 def test_fps_and_jitter_come_from_output_times(rt, clock, engines):

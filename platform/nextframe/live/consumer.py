@@ -260,12 +260,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 self.handle = None
             await asyncio.shield(self._release())
             raise
-        await self.send(text_data=protocol.session_ready(
+        await self.send(text_data=protocol.SessionReady(
             session_id=session_id, model=spec.id, tier=tier, width=self.handle.width,
             height=self.handle.height, fps=int(round(self.handle.fps)), frame_budget_ms=self.handle.frame_budget_ms,
             device=self.reservation.device_id, share=self.reservation.share,
             price_per_gpu_second=spec.price_per_gpu_second, currency=actions.CURRENCY,
-        ))
+        ).to_json())
         self.tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._ticker())]
 
     # --- control and frames -----------------------------------------------------------------------
@@ -278,13 +278,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         if msg.seq <= self.last_control_seq:
             # control_seq in output headers names the newest control; an older seq would lie there.
-            await self.send(text_data=protocol.control_rejected(
-                msg.seq, "invalid_params", f"seq must increase: the last control was {self.last_control_seq}"))
+            await self.send(text_data=protocol.ControlRejected(
+                msg.seq, "invalid_params", f"seq must increase: the last control was {self.last_control_seq}").to_json())
             return
         try:
             self.handle.apply_control(msg.seq, prompt=msg.prompt, params=msg.params)
         except InvalidParams as exc:
-            await self.send(text_data=protocol.control_rejected(msg.seq, "invalid_params", str(exc)))
+            await self.send(text_data=protocol.ControlRejected(msg.seq, "invalid_params", str(exc)).to_json())
             return
         self.last_control_seq = msg.seq
 
@@ -322,7 +322,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return True
 
     def _on_control_applied_threadsafe(self, seq: int, frame_index: int) -> None:
-        self.loop.call_soon_threadsafe(self.outbox.put_nowait, ("text", protocol.control_applied(seq, frame_index)))
+        self.loop.call_soon_threadsafe(self.outbox.put_nowait, ("text", protocol.ControlApplied(seq, frame_index).to_json()))
 
     def _on_error_threadsafe(self, fault) -> None:
         if fault.fatal:
@@ -391,7 +391,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.flow is not None and self.flow.stalled_for() >= settings.LIVE_SLOW_READER_TIMEOUT_S:
             return EndReason.SLOW_READER
         if self.flow is None or not self.flow.backed_up:  # nobody reads them while it is
-            await self.send(text_data=protocol.metrics(metrics.as_protocol_dict()))
+            await self.send(text_data=metrics.as_message().to_json())
         await database_sync_to_async(actions.checkpoint)(self.record_id, metrics.as_dict(), self.price)
         now = time.monotonic()
         if self.org.gpu_seconds_limit is not None:
@@ -440,7 +440,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(actions.close_record)(self.record_id, str(reason), data, self.price)
         if send:
             try:
-                await self.send(text_data=protocol.session_ended(reason, usage))
+                await self.send(text_data=protocol.SessionEnded(reason, protocol.Usage(**usage)).to_json())
                 await self.close(code=protocol.CLOSE_NORMAL)
             except Exception:  # the socket may already be gone; the record is what matters
                 pass
@@ -482,12 +482,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """Send a non-fatal `error`; skipped while the socket is backed up (nobody reads it then)."""
         if self.flow is not None and self.flow.backed_up:
             return
-        await self.send(text_data=protocol.error(code, message, retry_after_s=retry_after_s))
+        await self.send(text_data=protocol.Error(code, message, retry_after_s=retry_after_s).to_json())
 
     async def _refuse(self, code: ErrorCode, message: str, *, reason: str,
                       retry_after_s: float | None = None) -> None:
         """Refuse a session: the `error`, then the close code the registry gives that error."""
-        await self.send(text_data=protocol.error(code, message, retry_after_s=retry_after_s))
+        await self.send(text_data=protocol.Error(code, message, retry_after_s=retry_after_s).to_json())
         await self.close(code=close_code_for(code), reason=reason)
 
 
