@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from inference.client import LiveClient, ReceivedFrame
+from inference.protocol import NO_INPUT_SEQ
 
 from .transport import AuditFrame, AuditSession, FrameInbox, ModelInfo
 
@@ -48,7 +49,9 @@ class _WsSession:
             async for event in self._c:
                 if isinstance(event, ReceivedFrame):
                     h = event.header
-                    self._inbox.put(AuditFrame(h.frame_index, h.input_seq, h.control_seq, event.jpeg,
+                    # The client decodes "no input" to None; AuditFrame keeps the wire's marker.
+                    input_seq = NO_INPUT_SEQ if h.input_seq is None else h.input_seq
+                    self._inbox.put(AuditFrame(h.frame_index, input_seq, h.control_seq, event.jpeg,
                                                event.received_at))
                 elif event.get("type") == "metrics":
                     self.last_metrics = event
@@ -123,7 +126,9 @@ class WebSocketTransport:
         client = LiveClient(self.url, key=self.key, max_pending_events=1024)
         await client.connect()
         try:
-            await client.start(model, width=width, height=height, fps=int(fps) if float(fps).is_integer() else fps,
+            # A fractional fps is sent as it is: the endpoint's own answer (bad_message) is the result.
+            await client.start(model, width=width, height=height,
+                               fps=int(fps) if float(fps).is_integer() else fps,  # type: ignore[arg-type]
                                params=params)
         except BaseException:
             await client.close()

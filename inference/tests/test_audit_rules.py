@@ -1,6 +1,8 @@
 """The written-down classification rules and the probe choice (the clip tier: test_audit_clip.py)."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from inference.audit import Evidence, classify
@@ -11,7 +13,7 @@ from inference.engines import get_spec
 
 
 def evidence(**kw) -> Evidence:
-    base = dict(model="m", kind="text-to-video", transport="test", width=64, height=64, fps=30.0, sessions=3,
+    base: dict[str, Any] = dict(model="m", kind="text-to-video", transport="test", width=64, height=64, fps=30.0, sessions=3,
                 ttff_ms=20.0, fps_idle=30.0, fps_sustained=29.0, state_persistence="persists")
     base.update(kw)
     ev = Evidence(**base)
@@ -136,3 +138,22 @@ def test_a_forced_probe_the_model_cannot_steer_is_a_plan_error_not_no_param():
 
     with pytest.raises(AuditPlanError, match="no param 'strength'"):
         asyncio.run(go())
+
+
+async def test_ws_transport_frames_without_an_input_do_not_claim_one() -> None:
+    # The wire header's "no input" (0xFFFFFFFF) reaches the client as input_seq=None; the audit's
+    # frames must still read has_input False, or text-to-video frames land in the input index.
+    from inference import protocol
+    from inference.audit.ws_transport import _WsSession
+    from inference.client import ReceivedFrame
+
+    class Client:
+        async def __aiter__(self):
+            for index, seq in enumerate((None, 7)):
+                yield ReceivedFrame(protocol.OutputFrameHeader(index, seq, 0, 0), b"\xff\xd8", 1.0)
+
+    session = _WsSession(None, Client())  # type: ignore[arg-type]
+    first, second = await session._inbox.get(5), await session._inbox.get(5)
+    assert first is not None and second is not None
+    assert (first.has_input, second.has_input) == (False, True) and second.input_seq == 7
+    session._pump.cancel()
