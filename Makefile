@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.nextframe-installed
 
-.PHONY: install up test test-embedded test-scaled bench audit clean
+.PHONY: install up lint test test-embedded test-scaled bench audit clean
 
 install: $(STAMP)
 
@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml
 up: install
 	$(BIN)/nextframe up $(ARGS)
 
-# The whole suite twice over: on the embedded defaults (SQLite, in-memory layer, filesystem broker),
-# then the Django side again scaled out against PostgreSQL and Redis on loopback.
+# The gates before the tests: ruff (rules in pyproject.toml [tool.ruff]) and mypy ([tool.mypy]).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# The lint gates, then the whole suite twice over: on the embedded defaults (SQLite, in-memory
+# layer, filesystem broker), then the Django side again scaled out against PostgreSQL and Redis.
 test: install
-	$(MAKE) --no-print-directory test-embedded test-scaled
+	$(MAKE) --no-print-directory lint test-embedded test-scaled
 
 test-embedded: install
 	NEXTFRAME_TEST_PROFILE=embedded $(BIN)/pytest

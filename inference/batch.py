@@ -7,7 +7,8 @@ prompt, params and seed.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,5 @@ def _render(engine: Any, w: int, h: int, fps: float, frames: int, prompt: str, p
                 return
             n = len(batch_in)
         out = engine.render_clip(state, n, prompt, params, batch_in)
-        for frame in out:
-            yield frame
+        yield from out
         done += n

@@ -22,8 +22,9 @@ import collections
 import json
 import os
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -36,13 +37,13 @@ MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 # How long start() waits, after an `error` answered session.start, for the close code to follow.
 ERROR_CLOSE_GRACE_S = 1.0
 
-_CODE_FOR_CLOSE = {
+_CODE_FOR_CLOSE: dict[int, str] = {
     p.CLOSE_UNAUTHENTICATED: "unauthenticated",
     p.CLOSE_FORBIDDEN: "forbidden",
     p.CLOSE_CONCURRENCY: "concurrency_limit",
     p.CLOSE_TRY_AGAIN: "capacity_unavailable",
 }
-_CLOSE_MEANING = {
+_CLOSE_MEANING: dict[int, str] = {
     p.CLOSE_UNAUTHENTICATED: "authentication failed: the key or ticket is wrong, expired or revoked",
     p.CLOSE_FORBIDDEN: "forbidden: this key may not open live sessions (or the quota is used up)",
     p.CLOSE_CONCURRENCY: "the organisation already runs its maximum of live sessions",
@@ -375,9 +376,8 @@ def file_source(path: str, width: int, height: int, loop: bool = True, quality: 
     Raises FileNotFoundError, or ValueError when the file cannot be decoded.
     """
     import av
-    import simplejpeg
-
     import numpy as np
+    import simplejpeg
 
     from inference.codec import fit_to_size
     from inference.video import BadVideo, iter_video_frames

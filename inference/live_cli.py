@@ -14,10 +14,10 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from inference.client import (LiveClient, LiveClientError, ReceivedFrame, SessionRecorder, file_source,
-                              pattern_source)
+from inference.client import LiveClient, LiveClientError, ReceivedFrame, SessionRecorder, file_source, pattern_source
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -202,8 +202,12 @@ async def _run(args: argparse.Namespace, params: dict[str, Any] | None) -> int:
             recorder = SessionRecorder(args.output, args.save_frames)
             recorder.open(int(ready["width"]), int(ready["height"]), float(ready["fps"]))
         run = _Run(client, args, ready, recorder)
-        try:  # Ctrl-C stops the session cleanly; a second Ctrl-C interrupts for real
-            loop.add_signal_handler(signal.SIGINT, lambda: (run.stop.set(), loop.remove_signal_handler(signal.SIGINT)))
+        def interrupt() -> None:  # Ctrl-C stops the session cleanly; a second Ctrl-C interrupts for real
+            run.stop.set()
+            loop.remove_signal_handler(signal.SIGINT)
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, interrupt)
         except (RuntimeError, ValueError, NotImplementedError):
             pass  # not the main thread (tests) or no signals on this platform
         if not args.json:  # in JSON mode, session.ready is printed from the event stream
@@ -219,7 +223,7 @@ async def _run(args: argparse.Namespace, params: dict[str, Any] | None) -> int:
         try:
             done, _ = await asyncio.wait([stopper, *tasks], timeout=args.duration,
                                          return_when=asyncio.FIRST_COMPLETED)
-            failed = [t.exception() for t in done if t is not stopper and t.exception() is not None]
+            failed = [exc for t in done if t is not stopper and (exc := t.exception()) is not None]
             run.stop.set()
             if failed and not isinstance(failed[0], LiveClientError):
                 # The input broke (unreadable file...): still end the session politely, then report.

@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 # The registry of codes; CLOSE_CODE_FOR_ERROR and close_code_for are re-exported from here.
-from .error_codes import (CLOSE_CODE_FOR_ERROR, CloseCode, ControlRejectCode, EndReason, ErrorCode,  # noqa: F401
-                          close_code_for)
+from .error_codes import CLOSE_CODE_FOR_ERROR as CLOSE_CODE_FOR_ERROR
+from .error_codes import CloseCode, ControlRejectCode, EndReason, ErrorCode
+from .error_codes import close_code_for as close_code_for
 
 PROTOCOL_VERSION = 1
 

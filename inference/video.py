@@ -22,11 +22,12 @@ import itertools
 import math
 import os
 import tempfile
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any
 
 import av
 import numpy as np
@@ -70,7 +71,7 @@ class EncodeResult:
     codec: str
 
 
-@lru_cache(maxsize=None)
+@cache
 def codec_usable(codec: str, width: int = 256, height: int = 256) -> bool:
     """Whether `codec` can really be opened here at this size (cached per process).
 
@@ -82,6 +83,8 @@ def codec_usable(codec: str, width: int = 256, height: int = 256) -> bool:
         return False
     try:
         ctx = av.CodecContext.create(codec, "w")
+        if not isinstance(ctx, av.VideoCodecContext):
+            return False  # an audio or subtitle codec: no video encoder at any size
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = Fraction(1, 30)
@@ -176,6 +179,8 @@ def _encode(
     count = 0
     with av.open(filename, "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream(codec, rate=fps)
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"{codec} is not a video codec")
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = time_base
@@ -266,14 +271,14 @@ def _video_stream(container: Any) -> Any:
 
 def iter_video_frames(
     source: str | os.PathLike[str] | IO[bytes], width: int, height: int, *, cover: bool = False
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Decode frames lazily as RGB; PyAV errors propagate (av.FFmpegError).
 
     `cover=False`: each frame is scaled to exactly width x height (the aspect ratio is not kept).
     `cover=True`: each frame keeps the source's aspect ratio at the smallest size covering
     width x height (`cover_size`); the caller crops the excess (`inference.codec.fit_to_size`).
     """
-    with av.open(os.fspath(source) if isinstance(source, os.PathLike) else source) as container:
+    with av.open(os.fspath(source) if isinstance(source, os.PathLike) else source, "r") as container:
         stream = _video_stream(container)
         ctx = stream.codec_context
         if cover:
@@ -311,7 +316,7 @@ def inspect_video(source: str | os.PathLike[str] | IO[bytes], frames: int,
     """
     limit = MAX_SOURCE_PIXEL_FRAMES if max_pixel_frames is None else max_pixel_frames
     try:
-        with av.open(os.fspath(source) if isinstance(source, os.PathLike) else source) as container:
+        with av.open(os.fspath(source) if isinstance(source, os.PathLike) else source, "r") as container:
             stream = _video_stream(container)
             ctx = stream.codec_context
             width, height, codec = ctx.width, ctx.height, ctx.name

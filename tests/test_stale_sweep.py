@@ -21,7 +21,7 @@ import pytest
 
 from inference.bench.suite_server import free_port
 from inference.client import LiveClient, ReceivedFrame
-from tests.server import clean_env, running_server, scaled_services
+from tests.server import running_server, scaled_services
 
 pytestmark = pytest.mark.slow
 

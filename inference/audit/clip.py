@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 

@@ -26,7 +26,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -125,8 +126,8 @@ def _one_clip(base: str, key: str | None, model: str, kind: str, width: int, hei
             state = last.get("status")
             if state == "queued" and rendered_at is None and video_at is None:
                 start = polled_at
-            done = prog.get("frames") and prog.get("frames_done") is not None \
-                and prog.get("frames_done") >= prog.get("frames")
+            total, done_frames = prog.get("frames"), prog.get("frames_done")
+            done = total and done_frames is not None and done_frames >= total
             if rendered_at is None and (done or state == "succeeded"):
                 rendered_at = polled_at
             if state in ("failed", "blocked", "cancelled"):

@@ -247,7 +247,7 @@ class _Driver:
         if rejected:
             first = rejected[0]
             raise AuditError("control_rejected", f"the server rejected the probe control "
-                                                 f"{run.probe.param}: {first.get('code')}: {first.get('message')}")
+                                                 f"{probe.param}: {first.get('code')}: {first.get('message')}")
 
     async def persistence_frames(self) -> tuple[_Seen, _Seen]:
         """The last frame before and the first frame after the end of the run (video-to-video: after a scene switch)."""

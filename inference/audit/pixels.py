@@ -11,8 +11,9 @@ Pure numpy + simplejpeg: no torch, no Django.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import simplejpeg
@@ -76,7 +77,7 @@ def choose_probe(params: Sequence[dict[str, Any]], name: str | None = None) -> P
         candidates += [p for p in params if p.get("type") == "float" and p.get("min") is not None
                        and p.get("max") is not None and p["max"] > p["min"]]
     for p in candidates:
-        default = p.get("default")
+        default: Any = p.get("default")
         if p.get("type") == "enum":
             choices = [c for c in p["choices"] if c != default]
             return Probe(p["name"], tuple(choices) + (default,), default)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from inference.protocol import NO_INPUT_SEQ
 
@@ -128,7 +129,7 @@ class FrameInbox:
     async def get(self, timeout: float) -> AuditFrame | None:
         try:
             return await asyncio.wait_for(self._q.get(), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return None
 
 

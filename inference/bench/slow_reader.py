@@ -160,7 +160,7 @@ def attack(port: int, key: str, pid: int, seconds: float, fps: float, size: int 
         except (BrokenPipeError, ConnectionResetError):
             ended_by = "server dropped the connection"
             break
-        except socket.timeout:
+        except TimeoutError:
             ended_by = "server stopped reading"
             break
         now = time.monotonic()

@@ -76,7 +76,7 @@ async def round_trips(live_url: str, key: str, echo_url: str, size: int, n: int,
                 await one_echo(True)
             await asyncio.sleep(0.02)  # a frame's idle gap between blocks, like a paced client
         await client.stop()
-    out = {"size": size, "frames": len(platform_ms), "jpeg_bytes": len(jpeg),
+    out: dict[str, Any] = {"size": size, "frames": len(platform_ms), "jpeg_bytes": len(jpeg),
            "platform_ms": {"p50": pct(platform_ms, 50), "p99": pct(platform_ms, 99)},
            "echo_ms": {"p50": pct(echo_ms, 50), "p99": pct(echo_ms, 99)}}
     out["overhead_ratio"] = {q: round(out["platform_ms"][q] / out["echo_ms"][q], 2) for q in ("p50", "p99")}

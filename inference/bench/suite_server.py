@@ -96,7 +96,11 @@ def start_server(data_dir: str, extra_env: dict[str, str], verbose: bool = True)
         raise RuntimeError("nextframe up printed no API key:\n" + "".join(lines))
     server = Server(proc, port, data_dir, key, env, lines)
     # Keep draining its output: a full pipe would stall daphne.
-    threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout or []], daemon=True).start()
+    def drain() -> None:
+        for more in proc.stdout or []:
+            lines.append(more)
+
+    threading.Thread(target=drain, daemon=True).start()
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{server.base}/healthz", timeout=2) as r:

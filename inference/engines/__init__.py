@@ -8,8 +8,19 @@ from __future__ import annotations
 import importlib
 import threading
 
-from .base import (BadFrame, Cost, Engine, EngineError, EngineSpec, InvalidParams, ModelLoadError, ParamSpec,
-                   StepInput, StepOutput, UnknownModel)
+from .base import (
+    BadFrame,
+    Cost,
+    Engine,
+    EngineError,
+    EngineSpec,
+    InvalidParams,
+    ModelLoadError,
+    ParamSpec,
+    StepInput,
+    StepOutput,
+    UnknownModel,
+)
 from .specs import BUILTIN_SPECS
 
 __all__ = [

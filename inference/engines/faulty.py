@@ -8,7 +8,8 @@ and free its reservation. A server loads it through `NEXTFRAME_EXTRA_ENGINES=inf
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

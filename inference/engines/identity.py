@@ -5,7 +5,8 @@ frame loop's own overhead: anything a real engine costs comes on top of this bas
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

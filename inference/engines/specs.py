@@ -8,6 +8,8 @@ loop and the benchmark suite sustain within deadline on this machine: identity 5
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .base import EngineSpec, ParamSpec
 
 DREAM_LATENT_DIM = 8
@@ -35,7 +37,7 @@ _DREAM_PARAMS = [
               description="seconds for the latent to move 63% of the way to a new prompt's latent"),
 ]
 
-_DREAM_COMMON = dict(
+_DREAM_COMMON: dict[str, Any] = dict(
     kind="text-to-video", default_width=256, default_height=256, max_width=512, max_height=512,
     default_fps=30.0, max_fps=60.0, params=_DREAM_PARAMS,
     persistent_state="animation time and the latent trajectory (current latent easing toward the prompt's target)",

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,7 +115,8 @@ class StylizeEngine(Engine):
 
     def __init__(self, weights_path: str | os.PathLike[str] | None = None) -> None:
         net, self.weights_source = load_net(weights_path)
-        self.net = net.eval().to(memory_format=torch.channels_last)
+        # torch's stubs lack Module.to(memory_format=...), which exists at runtime.
+        self.net = net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def new_state(self, width: int, height: int, prompt: str, params: dict[str, Any], seed: int,
                   fps: float = 30.0) -> StylizeState:

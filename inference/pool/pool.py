@@ -16,8 +16,9 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .probe import Probe
 from .types import PRIORITIES, DeviceRecord, Priority, Reservation, ReserveRequest, Snapshot

@@ -105,14 +105,17 @@ class NvmlProbe:
         capacity_per_gpu: float = 1.0,
     ) -> None:
         if nvml is None:
-            import pynvml as nvml  # imported lazily: nodes without a GPU never load libnvidia-ml
-        self._nvml = nvml
+            import pynvml  # imported lazily: nodes without a GPU never load libnvidia-ml
+
+            nvml = pynvml
+        # The NVML binding (or a test's fake of it) is a dynamic module: its calls are typed Any.
+        self._nvml: Any = nvml
         self._max_temperature_c = max_temperature_c
         self._capacity = capacity_per_gpu
         # NVML calls are thread-safe, but init/shutdown are reference counted; one lock keeps
         # close() from racing a devices() call on another thread.
         self._lock = threading.Lock()
-        nvml.nvmlInit()
+        self._nvml.nvmlInit()
         self._closed = False
 
     def close(self) -> None:

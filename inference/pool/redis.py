@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TOMBSTONE_S = 120.0
 
+# %-formatting, not an f-string: the Lua below has braces of its own.
 _PRELUDE = """
 pcall(redis.replicate_commands)  -- needed before TIME + writes on Redis < 5; a no-op on 7
 local EPS = 1e-9
@@ -54,7 +55,7 @@ local function clock(now_arg)
 end
 local function fmt(x) return string.format('%%.6f', x) end
 local function tomb(key, id, reason, now) redis.call('HSET', key, id, reason .. '|' .. fmt(now + TOMB_S)) end
-""" % {"tomb": TOMBSTONE_S}
+""" % {"tomb": TOMBSTONE_S}  # noqa: UP031
 
 _SWEEP = """
 local function sweep(dkey, lkey, tkey, token_key, now)

@@ -12,8 +12,9 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from .. import codec
 from ..engines.base import BadFrame, EngineSpec, InvalidParams

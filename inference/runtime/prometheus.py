@@ -7,7 +7,7 @@ snapshots at scrape time, so the frame loop never pays for Prometheus. Session s
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector

@@ -9,8 +9,8 @@ exponential moving average of measured per-item step time.
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 DEFAULT_MAX_BATCH = 8
 

@@ -1,8 +1,9 @@
 """Plain dataclasses passed between the frame loop's parts (one place for the messages, vLLM-style)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

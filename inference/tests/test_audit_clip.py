@@ -102,7 +102,7 @@ class ScriptedClipApi:
 
     def __init__(self, clock: FakeClock, early: bool, render_ms: float, frames: int = 6) -> None:
         self.clock, self.early, self.render_ms, self.frames = clock, early, render_ms, frames
-        self.posted_at = None
+        self.posted_at: float | None = None
         self.partial = self._mp4(1)
         self.whole = self._mp4(frames)
 
@@ -116,6 +116,7 @@ class ScriptedClipApi:
                 return fh.read()
 
     def _since_post_ms(self) -> float:
+        assert self.posted_at is not None, "polled before the clip was posted"
         return (self.clock() - self.posted_at) * 1000.0
 
     def __call__(self, method, url, key, body=None, content_type=None):

@@ -25,6 +25,7 @@ from inference import live_cli
 from inference import protocol as p
 
 KEY = "nf_test_abc_secret"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TICKET = "tkt-123"
 
 
@@ -59,8 +60,8 @@ class FakeServer:
                     continue
                 self.received.append(frame)
                 applied = pending
-                if pending is not None:
-                    control_seq, pending = pending, None
+                if applied is not None:
+                    control_seq, pending = applied, None
                     if not self.applied_after_frame:
                         await ws.send(p.ControlApplied(applied, frame_index).to_json())
                 await ws.send(p.pack_output_frame(frame_index, frame.seq, frame.capture_ts_us, control_seq, frame.jpeg))
@@ -124,6 +125,11 @@ def jpeg(value: int = 128) -> bytes:
     return simplejpeg.encode_jpeg(np.full((16, 16, 3), value, np.uint8), colorspace="RGB")
 
 
+def _kind(event: c.Event) -> str:
+    """An event's `type`, or "frame" for an output frame."""
+    return "frame" if isinstance(event, c.ReceivedFrame) else event["type"]
+
+
 async def next_of(client: c.LiveClient, kind: type | str) -> Any:
     async for event in client:
         if isinstance(event, c.ReceivedFrame) and kind is c.ReceivedFrame:
@@ -162,7 +168,7 @@ async def test_full_session(server: FakeServer) -> None:
         assert ended["reason"] == "client"
         assert ended["usage"] == {"gpu_seconds": 0.02, "frames": 2, "cost": "0.0123", "currency": "usd"}
         rest = [e async for e in client]  # iteration ends after the server closes
-        assert [e["type"] for e in rest] == ["metrics", "session.ended"]
+        assert [_kind(e) for e in rest] == ["metrics", "session.ended"]
         assert client.dropped_events == 0
 
 
@@ -229,7 +235,7 @@ async def test_server_ended_session_stop_returns_it(server: FakeServer) -> None:
         await client.start("revoked-soon")
         ended = await client.stop()
         assert ended["reason"] == "revoked"
-        assert [e["type"] async for e in client] == ["session.ready", "session.ended"]
+        assert [_kind(e) async for e in client] == ["session.ready", "session.ended"]
 
 
 async def test_bounded_buffer_drops_frames_first_and_never_blocks_stop(server: FakeServer) -> None:
@@ -242,7 +248,7 @@ async def test_bounded_buffer_drops_frames_first_and_never_blocks_stop(server: F
         events = [e async for e in client]
     # ready + 10 frames + metrics at 5 and 10 + final metrics + ended = 15 events into 4 slots.
     assert client.dropped_events == 11
-    assert [e["type"] for e in events] == ["metrics", "metrics", "metrics", "session.ended"]
+    assert [_kind(e) for e in events] == ["metrics", "metrics", "metrics", "session.ended"]
 
 
 async def test_server_protocol_violation_is_reported(server: FakeServer) -> None:
@@ -388,7 +394,7 @@ async def test_cli_ctrl_c_stops_the_session_cleanly(server: FakeServer) -> None:
         sys.executable, "-c", code, "live", "--url", server.url, "--key", KEY, "--model", "identity",
         "--input", "pattern", "--fps", "30",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=str(Path(__file__).resolve().parents[2]), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=str(REPO_ROOT), env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
     first = await asyncio.wait_for(proc.stdout.readline(), 30)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.engines import (get_engine, get_spec, list_specs, register_engine, unregister_engine)
+from inference.engines import get_engine, get_spec, list_specs, register_engine, unregister_engine
 from inference.engines.base import BadFrame, InvalidParams, ModelLoadError, ParamSpec, StepInput, UnknownModel
 from inference.engines.dreamfield import prompt_latent
 from inference.engines.stylize import StylizeEngine, StylizeNet
@@ -62,7 +62,7 @@ def test_validate_params_rejects_unknown_names_wrong_types_and_out_of_range():
                      ({"speed": float("nan")}, "finite"), ({"speed": 10 ** 400}, "out of range"),
                      ([1, 2], "object")]:
         with pytest.raises(InvalidParams, match=msg) as e:
-            spec.validate_params(bad)  # type: ignore[arg-type]
+            spec.validate_params(bad)
         assert e.value.code == "invalid_params"
     p = ParamSpec("n", "int", 1, 0, 10)
     assert p.validate(3.0) == 3

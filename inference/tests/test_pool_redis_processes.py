@@ -67,7 +67,7 @@ def test_two_processes_race_for_the_last_slot_exactly_one_wins():
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-        client.delete(*[k for i in range(ROUNDS) for k in RedisBackend(client, _prefix(base, i)).keys()])
+        client.delete(*[k for i in range(ROUNDS) for k in RedisBackend(client, _prefix(base, i)).keys()])  # noqa: SIM118 - RedisBackend.keys(), not a dict's
     assert [p.exitcode for p in procs] == [0, 0]
 
 

@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from inference.pool import CapacityUnavailable, FakeProbe, LeaseKeeper, LeaseLost, Pool, ReserveRequest
+from inference.pool import CapacityUnavailable, FakeProbe, LeaseKeeper, LeaseLost, Pool, Priority, ReserveRequest
 from inference.pool.sqlite import SqliteBackend
 from inference.tests import test_pool_contract as contract
 
@@ -72,7 +72,7 @@ def test_sqlite_forgets_lost_lease_reasons_in_the_file(make_pool, clock):
 
 # -- helpers -----------------------------------------------------------------------------------
 
-def _req(share: float, priority: str = "live", ttl_s: float = 15.0, org: str = "org1") -> ReserveRequest:
+def _req(share: float, priority: Priority = "live", ttl_s: float = 15.0, org: str = "org1") -> ReserveRequest:
     return ReserveRequest(lease_id=uuid.uuid4().hex, org_id=org, session_id=uuid.uuid4().hex, share=share,
                           memory_bytes=0, priority=priority, max_concurrent=None, clip_share_max=1.0, ttl_s=ttl_s)
 

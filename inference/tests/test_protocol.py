@@ -229,7 +229,7 @@ def test_moderation_error_and_ended() -> None:
     assert ended == {"type": "session.ended", "reason": "client",
                      "usage": {"gpu_seconds": 1.5, "frames": 45, "cost": "0.01", "currency": "usd"}}
     assert p.SessionEnded("idle", p.Usage(1.5, 45, Decimal("0.01"))).to_json() == p.SessionEnded(
-        "idle", p.Usage(**{"gpu_seconds": 1.5, "frames": 45, "cost": "0.01"})).to_json()
+        "idle", p.Usage(gpu_seconds=1.5, frames=45, cost="0.01")).to_json()
     with pytest.raises(ValueError):
         p.SessionEnded("tired", p.Usage(0, 0, "0"))
     with pytest.raises(ValueError, match="cost"):
@@ -279,13 +279,13 @@ def test_wire_text_is_byte_exact() -> None:
 
 def test_codes_match_the_contract() -> None:
     # PROTOCOL.md v1 and the v1.1 additions; the registry only ever grows.
-    assert p.ERROR_CODES == {"bad_message", "bad_frame", "unknown_model", "invalid_params",
+    assert {"bad_message", "bad_frame", "unknown_model", "invalid_params",
                              "capacity_unavailable", "quota_exceeded", "concurrency_limit",
                              "rate_limited", "not_started", "moderation", "account_suspended",
-                             "server_error"}
-    assert p.END_REASONS == {"client", "quota", "moderation", "revoked", "idle", "max_duration",
-                             "server_error", "shutdown", "slow_reader"}
-    assert p.CONTROL_REJECT_CODES == {"moderation", "invalid_params"}
+                             "server_error"} == p.ERROR_CODES
+    assert {"client", "quota", "moderation", "revoked", "idle", "max_duration",
+                             "server_error", "shutdown", "slow_reader"} == p.END_REASONS
+    assert {"moderation", "invalid_params"} == p.CONTROL_REJECT_CODES
     assert (p.CLOSE_NORMAL, p.CLOSE_TRY_AGAIN, p.CLOSE_UNAUTHENTICATED, p.CLOSE_FORBIDDEN,
             p.CLOSE_CONCURRENCY) == (1000, 1013, 4401, 4403, 4429)
 
@@ -392,7 +392,7 @@ def test_pack_input_frame_rejects_out_of_range(args) -> None:
     "args",
     [(-1, 0, 0, 0), (2**32, 0, 0, 0), (0, 2**32, 0, 0), (0, 0, 2**64, 0), (0, 0, 0, -1), (0, 0, 0, 2**32)],
 )
-def test_pack_output_frame_rejects_out_of_range(args) -> None:
+def test_pack_output_frame_rejects_out_of_range(args: tuple[int, int, int, int]) -> None:
     with pytest.raises(ValueError):
         p.pack_output_frame(*args, JPEG)
     with pytest.raises(ValueError):

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
 
 from inference.codec import encode_jpeg
 from inference.engines import register_engine, unregister_engine
-from inference.engines.base import (BadFrame, Engine, EngineSpec, InvalidParams, ParamSpec, StepInput, StepOutput,
-                                    UnknownModel)
+from inference.engines.base import (
+    BadFrame,
+    Engine,
+    EngineKind,
+    EngineSpec,
+    InvalidParams,
+    ParamSpec,
+    StepInput,
+    StepOutput,
+    UnknownModel,
+)
 from inference.runtime import NO_INPUT_SEQ, DeviceRuntime, FakeClock, OutputFrame, SessionConfig, SessionFault
 
 _ids = itertools.count()
@@ -29,7 +39,7 @@ class FakeEngine(Engine):
     was given `lag` steps earlier.
     """
 
-    def __init__(self, clock: FakeClock, kind: str = "video-to-video", chunk: int = 1, per_frame_s: float = 0.0,
+    def __init__(self, clock: FakeClock, kind: EngineKind = "video-to-video", chunk: int = 1, per_frame_s: float = 0.0,
                  lag: int = 0) -> None:
         self.clock, self.per_frame_s, self.lag = clock, per_frame_s, lag
         self.spec = EngineSpec(

@@ -12,8 +12,15 @@ import pytest
 
 from inference import video
 from inference.codec import fit_to_size
-from inference.video import (BadVideo, cover_size, decode_video_frames, encode_mp4, inspect_video,
-                             iter_video_frames, probe_mp4)
+from inference.video import (
+    BadVideo,
+    cover_size,
+    decode_video_frames,
+    encode_mp4,
+    inspect_video,
+    iter_video_frames,
+    probe_mp4,
+)
 
 W, H, FPS = 64, 48, 12
 
@@ -263,7 +270,8 @@ def zero_packets_after_the_first(path: Path) -> Path:
     """The same file with every video packet but the first zeroed: the index (moov) is intact, so
     the packets demux and count, but only the first one decodes."""
     with av.open(str(path)) as container:
-        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0])
+                   if p.size and p.pos is not None]
     data = bytearray(path.read_bytes())
     for pos, size in packets[1:]:
         data[pos:pos + size] = bytes(size)

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO
@@ -134,10 +134,10 @@ def log_tail(path: Path, lines: int = 20) -> str:
 def _open_logs(log_dir: Path, names: list[str]) -> dict[str, IO[bytes]]:
     """One append-mode log per child process, each run marked by a line with its start time."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    logs = {}
+    logs: dict[str, IO[bytes]] = {}
     for name in names:
-        log = open(log_dir / f"{name}.log", "ab")
-        log.write(f"--- nextframe up, {datetime.now(timezone.utc).isoformat(timespec='seconds')} ---\n".encode())
+        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - stays open for the child; closed on stop
+        log.write(f"--- nextframe up, {datetime.now(UTC).isoformat(timespec='seconds')} ---\n".encode())
         log.flush()
         logs[name] = log
     return logs
@@ -241,9 +241,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_createorg(args: argparse.Namespace) -> int:
     _setup_django(args.data_dir)
-    from nextframe.tenancy import actions
-
     from django.utils.text import slugify
+
+    from nextframe.tenancy import actions
 
     if slugify(args.name) != args.name or not args.name:
         return _fail(f"organisation name {args.name!r} must be a slug: lowercase letters, digits, '-' or '_'")

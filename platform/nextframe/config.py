@@ -71,7 +71,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 def data_dir() -> Path:
     """The folder holding everything the embedded defaults write (database, media, broker, secret)."""
-    path = Path(env_str("NEXTFRAME_DATA_DIR", str(Path.cwd() / ".nextframe"))).expanduser().resolve()
+    path = Path(env_str("NEXTFRAME_DATA_DIR") or Path.cwd() / ".nextframe").expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

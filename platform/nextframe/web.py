@@ -45,7 +45,7 @@ def patch_websocket_close() -> None:
             return None
         return original(self, message)
 
-    handle_reply._nextframe = True
+    handle_reply._nextframe = True  # type: ignore[attr-defined]  # the patched-once marker, on the function
     WebSocketProtocol.handle_reply = handle_reply
 
 
@@ -83,7 +83,7 @@ def patch_http_body_limit(limit: int) -> None:
         if not getattr(self, "_nextframe_refused", False):
             original_chunk(self, data)
 
-    handleContentChunk._nextframe = True
+    handleContentChunk._nextframe = True  # type: ignore[attr-defined]  # the patched-once marker
     WebRequest.gotLength = gotLength
     WebRequest.handleContentChunk = handleContentChunk
 

@@ -6,6 +6,7 @@ declared tier is kept beside it so a disagreement is visible.
 """
 from __future__ import annotations
 
+
 def _specs():
     from inference.engines import list_specs
 

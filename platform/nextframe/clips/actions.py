@@ -115,6 +115,7 @@ def _check_upload(upload: IO[bytes], frames: int) -> None:
     demuxed and counted, only the first frame is decoded (`inference.video.inspect_video`). A file
     corrupt further on fails its job at render time with `bad_video`."""
     import av
+
     from inference.video import BadVideo, inspect_video
 
     upload.seek(0)

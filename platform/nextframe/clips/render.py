@@ -8,7 +8,7 @@ boundary (preempted, cancelled, taken over) without computing another frame.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 

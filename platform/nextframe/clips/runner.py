@@ -141,6 +141,7 @@ def run_clip(clip_id, host: str | None = None, pid: int | None = None) -> Outcom
     clip, outcome = claim(clip_id, host or socket.gethostname(), pid or os.getpid())
     if outcome is not None:
         return outcome
+    assert clip is not None  # claim() returns the clip whenever it returns no outcome
     outcome = _attempt(clip)
     if outcome.action == "done" and clip.input_name:
         # Whatever ended the job (success, any failure), its upload is of no more use: storage holds
@@ -159,8 +160,8 @@ def _attempt(clip: Clip) -> Outcome:
     if clip.failures >= max_attempts or deaths >= max_attempts:
         _fail(clip, "too_many_attempts", f"gave up after {clip.attempts} attempts")
         return Outcome("done", S.FAILED, reason="too many attempts")
-    from nextframe.capacity import get_pool
     from inference.pool import CapacityUnavailable, ConcurrencyLimit
+    from nextframe.capacity import get_pool
 
     try:
         pool = get_pool()
@@ -209,11 +210,11 @@ def _cost(clip: Clip) -> tuple[float, int]:
 
 def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
     import av
+
     from inference.batch import render_frames
     from inference.engines import EngineError, get_spec
     from inference.pool import LeaseKeeper, LeaseLost
     from inference.video import BadVideo, VideoEncodeError, encode_mp4
-
     from nextframe.clips.render import batch_size, checkpointed
 
     holder = {"lease": leased.lease, "lost": None}

@@ -176,6 +176,7 @@ def mint_ticket(principal: Principal | None = None, *, user=None, organization: 
     if principal is not None:
         org, api_key, scopes = principal.organization, principal.api_key, list(principal.scopes)
     else:
+        assert organization is not None, "a ticket needs a principal, or a user and their organization"
         org, api_key, scopes = organization, None, list(ApiKey.SCOPES)
     ident = f"key:{api_key.key_id}" if api_key is not None else f"user:{getattr(user, 'pk', None)}:org:{org.pk}"
     retry = throttle.take_ticket_slot(ident)

@@ -29,7 +29,6 @@ def enqueued(monkeypatch):
 def pool():
     """One fake GPU of capacity 1.0 (in-process backend), installed as this process's pool."""
     from inference.pool import FakeProbe, MemoryBackend, Pool
-
     from nextframe import capacity
 
     fake = Pool(MemoryBackend(), FakeProbe.gpus(1, capacity=1.0), ttl_s=15.0, node_id="test")

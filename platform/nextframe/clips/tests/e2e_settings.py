@@ -11,4 +11,6 @@ CLIP_SWEEP_INTERVAL_S = 2.0
 # How long a worker waits before it gives up on a killed pool child's job (Celery's default is 10 s).
 CELERY_WORKER_LOST_WAIT = 1.0
 if REDIS_URL:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": os.environ.get("NEXTFRAME_TEST_KEYPREFIX", "")}
+    # Replaces base's mapping (typed by its values there); Celery reads any mapping.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {  # type: ignore[assignment]
+        "global_keyprefix": os.environ.get("NEXTFRAME_TEST_KEYPREFIX", "")}

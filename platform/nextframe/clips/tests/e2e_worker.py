@@ -11,7 +11,6 @@ import os
 import time
 
 from inference.engines import get_engine, register_engine
-
 from nextframe.celery import app  # noqa: F401 - the app celery -A looks for
 
 GATE = os.environ.get("NEXTFRAME_TEST_CLIP_GATE", "")
@@ -44,4 +43,4 @@ class GatedEngine:
         return out
 
 
-register_engine(GatedEngine(get_engine("dreamfield")))
+register_engine(GatedEngine(get_engine("dreamfield")))  # type: ignore[arg-type]  # duck-typed wrapper

@@ -332,9 +332,8 @@ def wide_three_band_mp4(tmp_path) -> bytes:
 
 
 def test_video_input_is_centre_cropped_not_squashed(client_for, api_key, pool, tmp_path):
-    import numpy as np
-
     import av
+    import numpy as np
 
     client = client_for(api_key)
     response = client.post("/v1/clips", data=multipart(wide_three_band_mp4(tmp_path), model="identity", width=64,

@@ -2,19 +2,20 @@
 live sessions (a clip never keeps a live session out), cancellation mid-run, bounded retries."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from django.utils import timezone
 
+from inference.batch import render_frames
 from inference.engines import get_engine, register_engine, unregister_engine
 from inference.engines.specs import DREAMFIELD
 from inference.pool import CapacityUnavailable
 from nextframe.clips import actions, runner
 from nextframe.clips.models import Clip, ClipEvent
-from inference.batch import render_frames
 from nextframe.clips.render import batch_size, checkpointed
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +51,7 @@ def hooked():
 
     def install(hook: Callable[[int], None]) -> HookedEngine:
         engine = HookedEngine(hook)
-        register_engine(engine)
+        register_engine(engine)  # type: ignore[arg-type]  # duck-typed wrapper, not an Engine subclass
         engines.append(engine)
         return engine
 

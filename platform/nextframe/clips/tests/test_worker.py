@@ -69,6 +69,8 @@ def wait_for(predicate, timeout_s: float, what: str, procs=()):
 class Platform:
     """The processes of one test and the HTTP client talking to them."""
 
+    database: str  # set by the fixture: the DATABASE_URL, or the SQLite file's path
+
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
         self.tmp = tmp
         self.env = env
@@ -76,7 +78,7 @@ class Platform:
         self.procs: list[subprocess.Popen] = []
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}-{len(self.procs)}.log", "wb")
+        log = open(self.tmp / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115 - the child writes it as long as it runs
         proc = subprocess.Popen([sys.executable, *args], env=self.env, cwd=ROOT / "platform", stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
@@ -118,7 +120,8 @@ class Platform:
             if proc.poll() is None:
                 # Workers get a cold shutdown (SIGQUIT): a warm one idles ~8 s on the filesystem
                 # transport, and the test is over by now.
-                os.killpg(proc.pid, signal.SIGQUIT if "celery" in proc.args else signal.SIGTERM)
+                celery = isinstance(proc.args, list) and "celery" in proc.args
+                os.killpg(proc.pid, signal.SIGQUIT if celery else signal.SIGTERM)
         for proc in self.procs:
             try:
                 proc.wait(timeout=10)
