@@ -7,6 +7,7 @@ and /static/ (served by WhiteNoise).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -15,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from tests.server import http, running_server
+from tests.server import http, running_server, scaled_services
 from tests.web_attacks import (BOUNDARY, FrameClock, multipart_body, raw_request, slowloris, still_open,
                                urlencoded_body)
 
@@ -111,6 +112,25 @@ def test_slowloris_connections_are_capped_and_timed_out_while_normal_clients_are
             sock.close()
         assert closed_after is not None and header_timeout - 0.5 < closed_after < header_timeout + 3
 
+        # Keep-alive: a second request in time is served (two pipelined ones too); an idle
+        # connection is closed once the deadline passes after its last response.
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=header_timeout + 5)
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(request)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(header_timeout / 2)
+        sock.sendall(request * 2)
+        answers = b""
+        while answers.count(b"HTTP/1.1 200") < 2:
+            answers += sock.recv(65536)
+        idle_from = time.monotonic()
+        try:
+            assert sock.recv(1) == b""
+        except ConnectionResetError:
+            pass  # the deadline aborts the connection: a reset is a close too
+        assert header_timeout - 0.5 < time.monotonic() - idle_from < header_timeout + 3
+        sock.close()
+
         # The WebSocket session, open far longer than the header deadline, was never touched.
         assert clock.error is None and clock.arrivals[-1] > time.monotonic() - FRAME_GAP_LIMIT_S, clock.events
         assert clock.arrivals[-1] - clock.arrivals[0] > header_timeout + 2, clock.events
@@ -138,9 +158,11 @@ def test_oversize_websocket_message_closes_with_1009(tmp_path):
         assert status == 200 and listing["data"] == []
 
 
-def test_access_log_redacts_credentials_and_static_files_are_served(tmp_path):
+@pytest.mark.parametrize("profile", ["embedded", "scaled"])
+def test_access_log_redacts_credentials_and_static_files_are_served(tmp_path, profile):
     secret = "s3cr3t-signature-value"
-    with running_server(tmp_path) as server:
+    services = scaled_services() if profile == "scaled" else contextlib.nullcontext({})
+    with services as extra, running_server(tmp_path, extra) as server:
         for query in (f"token={secret}", f"a=1&ticket={secret}", f"X-Amz-Signature={secret}&expires=9"):
             raw_request(server.port, "GET", f"/v1/clips/1/video?{query}", {})
         with pytest.raises(Exception):

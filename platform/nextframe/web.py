@@ -150,11 +150,12 @@ def patch_http_requests(upload_limit: int, default_limit: int) -> None:
         original_chunk(self, data)
 
     def finish(self):
-        channel = self.channel
-        original_finish(self)
-        guard = getattr(getattr(channel, "transport", None), "nextframe_response_finished", None)
+        # Armed before finishing: finishing hands a pipelined next request to the parser at once,
+        # and its headers (already in) disarm the deadline again.
+        guard = getattr(getattr(self.channel, "transport", None), "nextframe_response_finished", None)
         if guard is not None:
             guard()
+        original_finish(self)
 
     handleContentChunk._nextframe = True
     WebRequest.__init__, WebRequest.gotLength = __init__, gotLength
