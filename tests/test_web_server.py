@@ -154,7 +154,13 @@ def test_oversize_websocket_message_closes_with_1009(tmp_path):
 
     with running_server(tmp_path) as server:
         assert asyncio.run(oversize(server)) == 1009  # not 1006 (a dropped TCP connection)
-        status, listing = http("GET", f"{server.base}/v1/sessions?status=active", server.key)
+        # The session is ended and its reservation freed once the disconnect is handled.
+        deadline = time.monotonic() + 15
+        while True:
+            status, listing = http("GET", f"{server.base}/v1/sessions?status=active", server.key)
+            if listing.get("data") == [] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert status == 200 and listing["data"] == []
 
 
