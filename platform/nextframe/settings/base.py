@@ -159,6 +159,24 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# WhiteNoise serves /static/ from the apps' static folders (found at start-up, no collectstatic
+# step on a fresh install) and from STATIC_ROOT if an operator ran collectstatic into it.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "whitenoise.middleware.WhiteNoiseMiddleware")
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
+Path(STATIC_ROOT).mkdir(exist_ok=True)  # WhiteNoise warns about a missing one on every start
+
+# --- Web server (nextframe.web): connection and body limits enforced by daphne --------------------
+# Seconds a connection has to send its request headers (from accept, or from the end of the
+# previous response on a keep-alive connection); 0 turns the deadline off.
+HTTP_HEADER_TIMEOUT_S = env_float("NEXTFRAME_HTTP_HEADER_TIMEOUT_S", 10.0, minimum=0.0)
+# Seconds an HTTP connection may send nothing while its request (body) arrives; 0: Twisted's 12 h.
+HTTP_IDLE_TIMEOUT_S = env_float("NEXTFRAME_HTTP_IDLE_TIMEOUT_S", 30.0, minimum=0.0)
+# Open connections per client address (the TCP peer: behind a proxy, the proxy); 0: no cap.
+HTTP_MAX_CONNECTIONS_PER_CLIENT = env_int("NEXTFRAME_HTTP_MAX_CONNECTIONS_PER_CLIENT", 100, minimum=0)
+# Open connections in total; 0: the file-descriptor limit less 256 kept for the database and files.
+HTTP_MAX_CONNECTIONS = env_int("NEXTFRAME_HTTP_MAX_CONNECTIONS", 0, minimum=0)
 
 # --- Auth ---------------------------------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"
