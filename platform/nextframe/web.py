@@ -300,6 +300,20 @@ def patch_access_log() -> None:
     AccessLogGenerator.__call__ = __call__
 
 
+def preload_live_modules() -> None:
+    """Import the engines and the frame loop (torch) before the server accepts connections.
+
+    The consumer and the device runtime import them lazily (management commands and workers must
+    not pay for torch), so without this the first session.start of a server imported torch
+    while sockets were open: seconds holding the import lock and most of the GIL, the event loop
+    starved (session.ready after 5-17 s on a loaded 2-core machine), long enough for pending Redis
+    reads on that loop to time out (channel layer: 1011 for the process's sockets)."""
+    import torch  # noqa: F401  (seconds to import; the device runtime's thread needs it)
+
+    import inference.engines  # noqa: F401
+    import inference.runtime  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nextframe.settings")
     import django
@@ -322,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     from nextframe.live.sweeper import start_sweeper
 
     start_sweeper()  # every server process ends records its dead peers left active
+    preload_live_modules()
     from daphne.cli import CommandLineInterface
 
     from nextframe.audits.server import serving
