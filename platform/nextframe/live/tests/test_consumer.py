@@ -402,14 +402,14 @@ async def test_a_cancelled_consumer_still_releases_and_records(key):
 
 async def test_failing_ticks_end_the_session_instead_of_running_unchecked(key, settings, monkeypatch):
     from nextframe.capacity import get_pool
-    from nextframe.live import actions as live_actions
+    from nextframe import usage
 
     settings.LIVE_METRICS_INTERVAL_S = 0.05
 
     def locked(*args, **kwargs):
         raise RuntimeError("database is locked")
 
-    monkeypatch.setattr(live_actions, "checkpoint", locked)
+    monkeypatch.setattr(usage, "record_live", locked)
     comm = await connect(key)
     await start(comm, "dreamfield", width=64, height=64)
     ended = await next_json(comm)
