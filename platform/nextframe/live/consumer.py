@@ -2,21 +2,17 @@
 service (nextframe.live.service), which decides everything and knows no socket.
 
 A frame's path: `receive` -> `LiveSessionService.submit_frame` -> the session's latest-wins slot in
-its DeviceRuntime -> the runtime's threads -> `on_output` -> the bounded `outbox` -> `_sender` ->
-`send`. Frames never travel through the channel layer; it carries only control-plane events (key
-revoked).
-
-Backpressure comes from the socket itself (nextframe.live.flow): while the transport's write buffer
-is backed up, output frames are dropped (counted in dropped_outputs) and per-message errors are not
-sent; a socket that has not drained for LIVE_SLOW_READER_TIMEOUT_S ends its session with
-`slow_reader`. Whatever happens - a client error, a bug, a server shutdown cancelling the consumer -
-a started session is ended exactly once (`_end`, or `_abandon` when the event loop is going away).
+its DeviceRuntime -> the runtime's threads -> `SocketBridge.on_output` (nextframe.live.bridge) ->
+its bounded outbox -> `_sender` -> `_send_frame`. The channel layer carries only key revocations.
+While the socket's write buffer is backed up (nextframe.live.flow) frames are dropped and
+non-closing errors skipped; a socket that does not drain for LIVE_SLOW_READER_TIMEOUT_S ends its
+session with `slow_reader`. A started session ends exactly once: `_end`, or `service.abandon`
+when the event loop is going away (a server shutdown cancels the consumer).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -26,23 +22,20 @@ from django.conf import settings
 from inference import protocol
 from inference.error_codes import EndReason, ErrorCode, close_code_for
 from nextframe.live import edge
+from nextframe.live.bridge import SocketBridge
 from nextframe.live.flow import flow_of
 from nextframe.live.service import ControlRejected, KeyRevoked, LiveSessionService, Rejected
 from nextframe.tenancy import actions as tenancy
 from nextframe.usage import CURRENCY
 
 if TYPE_CHECKING:
-    from inference.runtime import OutputFrame, SessionFault
+    from inference.runtime import OutputFrame
 
 log = logging.getLogger(__name__)
 
-# Output frames waiting for the socket. Small on purpose: a slow reader loses frames (counted by
-# the runtime as dropped outputs) instead of growing a backlog of stale video.
-OUTPUT_BUFFER = 2
-
 
 class LiveConsumer(AsyncWebsocketConsumer):
-    """One WebSocket = at most one live session; its SessionEvents (runtime callbacks) too."""
+    """One WebSocket = at most one live session."""
 
     service: LiveSessionService | None = None
 
@@ -52,13 +45,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         finally:
             # Cancelled by a server shutdown, or died of a bug: no disconnect handler will run.
             if self.service is not None:
-                self._abandon(self.service)
+                self.service.abandon(EndReason.SERVER_ERROR)
 
     async def connect(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.tasks: list[asyncio.Task[None]] = []
-        self.outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.pending, self.pending_lock = 0, threading.Lock()
         self.group: str | None = None
         self.text_rate = edge.TextRateLimit(settings.LIVE_TEXT_RATE_PER_S)
         self.flow = flow_of(self.scope)
@@ -76,6 +67,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_FORBIDDEN, reason="this API key lacks the 'live' scope")
             return
         self.service = LiveSessionService(principal)
+        self.bridge = SocketBridge(self.loop, self.flow, self.service, fail=self._fail, end=self._end)
         if principal.api_key is not None:
             self.group = tenancy.key_group(principal.api_key.key_id)
             await self.channel_layer.group_add(self.group, self.channel_name)
@@ -124,7 +116,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         message = protocol.parse_client_message(text or "")
         if isinstance(message, protocol.SessionStart):
-            ready = await database_sync_to_async(service.start)(message, self)
+            ready = await database_sync_to_async(service.start)(message, self.bridge)
             await self._send_text(protocol.session_ready(
                 session_id=ready.session_id, model=ready.model, tier=ready.tier, width=ready.width,
                 height=ready.height, fps=ready.fps, frame_budget_ms=ready.frame_budget_ms, device=ready.device,
@@ -140,35 +132,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
             raise Rejected(ErrorCode.NOT_STARTED, "no session is running; send session.start first")
         await self._end(EndReason.CLIENT)
 
-    # --- SessionEvents: called from runtime and keeper threads, never blocking ---------------------
-
-    def on_output(self, out: OutputFrame) -> bool:
-        if self.flow is not None and self.flow.backed_up:
-            return False  # the socket has not taken the last frames: drop (the runtime counts it)
-        with self.pending_lock:
-            if self.pending >= OUTPUT_BUFFER or self.service is None or self.service.ended:
-                return False
-            self.pending += 1
-        self.loop.call_soon_threadsafe(self.outbox.put_nowait, ("frame", out))
-        return True
-
-    def on_control_applied(self, seq: int, frame_index: int) -> None:
-        self.loop.call_soon_threadsafe(self.outbox.put_nowait, ("text", protocol.control_applied(seq, frame_index)))
-
-    def on_moderation(self, frame_index: int, category: str) -> None:
-        self.loop.call_soon_threadsafe(self.outbox.put_nowait,
-                                       ("text", protocol.moderation(frame_index, "replaced", category)))
-
-    def on_error(self, fault: SessionFault) -> None:
-        if fault.fatal:  # the engine failed: the session can produce nothing more. Say so, then end it.
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._fail(fault.code, fault.message)))
-        else:
-            self.loop.call_soon_threadsafe(self.outbox.put_nowait, ("error", (fault.code, fault.message)))
-
-    def on_lease_lost(self, reason: str) -> None:
-        log.warning("live session lost its reservation (%s)", reason)
-        self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._end(EndReason.SERVER_ERROR)))
-
     async def _fail(self, code: ErrorCode, message: str) -> None:
         if self.service is None or not self.service.running:
             return
@@ -178,25 +141,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         finally:
             await self._end(EndReason.SERVER_ERROR)
 
-    # --- the session's two tasks ----------------------------------------------------------------------
-
     async def _sender(self, service: LiveSessionService) -> None:
-        while True:
-            kind, item = await self.outbox.get()
-            try:
-                if kind == "frame":
-                    with self.pending_lock:
-                        self.pending -= 1
-                    await self.send(bytes_data=protocol.pack_output_frame(
-                        item.frame_index, item.input_seq, item.input_capture_ts_us, item.control_seq, item.jpeg))
-                elif kind == "error":
-                    await self._reject(*item)
-                else:
-                    await self._send_text(item)
-            except Exception:
-                log.exception("live session %s could not send; ending it", service.record_id)
-                await self._end(EndReason.SERVER_ERROR, send=False)
-                return
+        try:
+            await self.bridge.drain(self._send_frame, self._send_text, self._reject)
+        except Exception:
+            log.exception("live session %s could not send; ending it", service.record_id)
+            await self._end(EndReason.SERVER_ERROR, send=False)
 
     async def _ticker(self, service: LiveSessionService) -> None:
         """About once a second: the service's tick (usage, limits), then metrics to the client."""
@@ -204,15 +154,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(settings.LIVE_METRICS_INTERVAL_S)
             if service.ended:
                 return
-            if self.flow is not None and self.flow.stalled_for() >= settings.LIVE_SLOW_READER_TIMEOUT_S:
-                await self._end(EndReason.SLOW_READER)
+            try:
+                reason = await self._tick(service)
+            except Exception:  # a bug, or the socket gone: the session must not run on unchecked
+                log.exception("live session %s: tick failed", service.record_id)
+                reason = EndReason.SERVER_ERROR
+            if reason:
+                await self._end(reason)
                 return
-            tick = await database_sync_to_async(service.tick)()
-            if not self._backed_up():  # nobody reads them while it is
-                await self._send_text(protocol.metrics(tick.metrics.as_protocol_dict()))
-            if tick.end:
-                await self._end(tick.end)
-                return
+
+    async def _tick(self, service: LiveSessionService) -> EndReason | None:
+        if self.flow is not None and self.flow.stalled_for() >= settings.LIVE_SLOW_READER_TIMEOUT_S:
+            return EndReason.SLOW_READER
+        tick = await database_sync_to_async(service.tick)()
+        if not self._backed_up():  # nobody reads them while it is
+            await self._send_text(protocol.metrics(tick.metrics.as_protocol_dict()))
+        return tick.end
 
     async def key_revoked(self, event: dict[str, Any]) -> None:
         """Channel-layer event: the key this socket authenticated with was revoked (in any process)."""
@@ -221,8 +178,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         else:
             self.service = None
             await self.close(code=protocol.CLOSE_UNAUTHENTICATED, reason="API key revoked")
-
-    # --- ending -----------------------------------------------------------------------------------------
 
     async def _end(self, reason: EndReason, send: bool = True) -> None:
         service = self.service
@@ -240,26 +195,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             except Exception:  # the socket may already be gone; the record is what matters
                 pass
 
-    def _abandon(self, service: LiveSessionService) -> None:
-        """End the session without the event loop (it is being cancelled): close, release, record."""
-        service.shut()  # a start still running in its thread undoes itself
-        if not service.claim_end():
-            return
-
-        def finish() -> None:
-            from django.db import close_old_connections
-
-            try:
-                service.finish_end(EndReason.SERVER_ERROR)
-            finally:
-                close_old_connections()
-
-        # A thread: the ORM refuses to run inside an event loop, even one being torn down.
-        worker = threading.Thread(target=finish, name="nf-live-abandon", daemon=True)
-        worker.start()
-        worker.join(timeout=10)
-
-    # --- the one way out for text -------------------------------------------------------------------------
+    # --- the ways out: every message the socket sends passes one of these two -------------------------
 
     def _backed_up(self) -> bool:
         return self.flow is not None and self.flow.backed_up
@@ -277,6 +213,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _send_text(self, text: str) -> None:
         await self.send(text_data=text)
+
+    async def _send_frame(self, out: OutputFrame) -> None:
+        await self.send(bytes_data=protocol.pack_output_frame(
+            out.frame_index, out.input_seq, out.input_capture_ts_us, out.control_seq, out.jpeg))
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):

@@ -357,6 +357,26 @@ class LiveSessionService:
         with self._lock:
             self._shut = True
 
+    def abandon(self, reason: EndReason, timeout_s: float = 10.0) -> None:
+        """End without the caller's event loop (it is being cancelled, by a server shutdown say):
+        shut, then close, release and record on a thread of its own, waited for up to `timeout_s`."""
+        self.shut()
+        if not self.claim_end():
+            return
+
+        def finish() -> None:
+            from django.db import close_old_connections
+
+            try:
+                self.finish_end(reason)
+            finally:
+                close_old_connections()
+
+        # A thread: the ORM refuses to run inside an event loop, even one being torn down.
+        worker = threading.Thread(target=finish, name="nf-live-abandon", daemon=True)
+        worker.start()
+        worker.join(timeout=timeout_s)
+
     def _close_runtime(self) -> SessionMetrics | None:
         handle = self.handle
         if handle is None:
