@@ -38,6 +38,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     """One WebSocket = at most one live session."""
 
     service: LiveSessionService | None = None
+    bridge: SocketBridge
 
     async def __call__(self, scope, receive, send):
         try:
@@ -53,18 +54,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.group: str | None = None
         self.text_rate = edge.TextRateLimit(settings.LIVE_TEXT_RATE_PER_S)
         self.flow = flow_of(self.scope)
+        principal: tenancy.Principal | None = None
+        refusal: tuple[int, str] | None
         try:
             principal = await database_sync_to_async(edge.authenticate)(self.scope)
+            refusal = None if principal.has_scope("live") else edge.CLOSE_WITHOUT_LIVE_SCOPE
         except tenancy.AuthError as exc:
-            await self.accept()
-            # Too many failed authentications from this address: 4429, like the other "too many".
-            throttled = isinstance(exc, tenancy.Throttled)
-            await self.close(code=protocol.CLOSE_CONCURRENCY if throttled else protocol.CLOSE_UNAUTHENTICATED,
-                             reason=str(exc)[:120])
-            return
+            refusal = edge.close_for_auth_error(exc)
         await self.accept()
-        if not principal.has_scope("live"):
-            await self.close(code=protocol.CLOSE_FORBIDDEN, reason="this API key lacks the 'live' scope")
+        if refusal is not None or principal is None:
+            code, reason = refusal or edge.CLOSE_WITHOUT_LIVE_SCOPE
+            await self.close(code=code, reason=reason)
             return
         self.service = LiveSessionService(principal)
         self.bridge = SocketBridge(self.loop, self.flow, self.service, fail=self._fail, end=self._end)

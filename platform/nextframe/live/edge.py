@@ -17,6 +17,17 @@ STOP_PARSE_MAX_CHARS = 256
 RATE_NOTICE_EVERY_S = 1.0
 
 
+# The close of a socket whose key lacks the 'live' scope.
+CLOSE_WITHOUT_LIVE_SCOPE: tuple[int, str] = (protocol.CLOSE_FORBIDDEN, "this API key lacks the 'live' scope")
+
+
+def close_for_auth_error(exc: tenancy.AuthError) -> tuple[int, str]:
+    """The close code and reason of a failed authentication: 4401, or 4429 when the address is
+    throttled after too many failures (like the other "too many")."""
+    code = protocol.CLOSE_CONCURRENCY if isinstance(exc, tenancy.Throttled) else protocol.CLOSE_UNAUTHENTICATED
+    return code, str(exc)[:120]
+
+
 def authenticate(scope: dict[str, Any]) -> tenancy.Principal:
     """The principal of a WebSocket handshake: `Authorization: Bearer <key>` or `?ticket=`.
 

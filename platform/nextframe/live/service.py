@@ -4,7 +4,7 @@ The WebSocket consumer (nextframe.live.consumer) is socket plumbing over this se
 vLLM's async front sits over EngineCore: it parses messages, calls a method here, and turns what
 comes back (a `Ready`, a `Tick`, a `Usage`, or a `Rejected`/`ControlRejected`) into protocol
 messages. Everything that decides - validation, revocation, quota, reservation, the record, limits,
-ending exactly once - is here and is tested without a socket (tests/test_service.py).
+ending exactly once - is here and is tested without a socket (live/tests/test_service.py).
 
 Threads: `control` and `submit_frame` never block and are called on the event loop (a control's lag
 is part of the product); `start`, `tick` and `finish_end` block (database, pool) and are called off
@@ -301,7 +301,7 @@ class LiveSessionService:
         org = self.principal.organization
         # Organisation-wide, read after this session's own usage: concurrent sessions of one
         # organisation share one monthly quota.
-        if org.gpu_seconds_limit is not None and usage.quota_exhausted(org):
+        if usage.quota_exhausted(org):
             return EndReason.QUOTA
         if now - self._started_at >= settings.LIVE_MAX_DURATION_S:
             return EndReason.MAX_DURATION
