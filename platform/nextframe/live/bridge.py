@@ -5,7 +5,8 @@ Output frames go into a small bounded buffer: a slow reader loses frames (counte
 dropped outputs) instead of growing a backlog of stale video, and none are taken while the socket's
 write buffer is backed up (nextframe.live.flow). Text (control.applied, moderation, non-fatal
 errors) goes through the same queue, so it stays in order with the frames around it. A fatal
-fault or a lost lease is handed to the loop as a coroutine (`fail`, `end`). `drain` is the sender.
+fault or a lost lease is handed to the loop as a coroutine (`error` then `end`). `drain` is the
+sender.
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ class SocketBridge:
     """SessionEvents for one socket: every method is called from a foreign thread and never blocks."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, flow: SocketFlow | None, service: LiveSessionService, *,
-                 fail: Callable[[ErrorCode, str], Awaitable[None]],
+                 error: Callable[[ErrorCode, str], Awaitable[None]],
                  end: Callable[[EndReason], Awaitable[None]]) -> None:
         self.loop, self.flow, self.service = loop, flow, service
-        self._fail, self._end = fail, end
+        self._error, self._end = error, end
         self.outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.pending = 0
         self._lock = threading.Lock()
@@ -65,6 +66,16 @@ class SocketBridge:
     def on_lease_lost(self, reason: str) -> None:
         log.warning("live session %s lost its reservation (%s)", self.service.record_id, reason)
         self._schedule(lambda: self._end(EndReason.SERVER_ERROR))
+
+    async def _fail(self, code: ErrorCode, message: str) -> None:
+        """On the loop: tell the client why its session failed, then end it with server_error."""
+        if not self.service.running:
+            return
+        log.error("live session %s failed: %s", self.service.record_id, message)
+        try:
+            await self._error(code, message)
+        finally:
+            await self._end(EndReason.SERVER_ERROR)
 
     def _put(self, kind: str, item: Any) -> None:
         self.loop.call_soon_threadsafe(self.outbox.put_nowait, (kind, item))

@@ -67,7 +67,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=code, reason=reason)
             return
         self.service = LiveSessionService(principal)
-        self.bridge = SocketBridge(self.loop, self.flow, self.service, fail=self._fail, end=self._end)
+        self.bridge = SocketBridge(self.loop, self.flow, self.service, error=self._reject, end=self._end)
         if principal.api_key is not None:
             self.group = tenancy.key_group(principal.api_key.key_id)
             await self.channel_layer.group_add(self.group, self.channel_name)
@@ -131,15 +131,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not service.running:
             raise Rejected(ErrorCode.NOT_STARTED, "no session is running; send session.start first")
         await self._end(EndReason.CLIENT)
-
-    async def _fail(self, code: ErrorCode, message: str) -> None:
-        if self.service is None or not self.service.running:
-            return
-        log.error("live session %s failed: %s", self.service.record_id, message)
-        try:
-            await self._reject(code, message)
-        finally:
-            await self._end(EndReason.SERVER_ERROR)
 
     async def _sender(self, service: LiveSessionService) -> None:
         try:
