@@ -202,7 +202,8 @@ class LiveSessionService:
             self.host.moderate(handle.session_id, context, events.on_moderation)
             handle.set_gpu_share(reservation.share)
             self.host.keep(reservation, events.on_lease_lost)
-            self._spec, self._price, self.context = spec, spec.price_per_gpu_second, context
+            # The price is fixed at admission (what session.ready announces) and read from the seam.
+            self._spec, self._price, self.context = spec, str(usage.price_of(spec.id)), context
             self._started_at = self._last_input_at = self.clock()
             self._next_key_check = self._started_at + KEY_RECHECK_S
             record = actions.open_record(
@@ -225,7 +226,7 @@ class LiveSessionService:
             self.finish_end(EndReason.SERVER_ERROR)
             raise Rejected(ErrorCode.SERVER_ERROR, "the connection closed during admission")
         return Ready(session_id, spec.id, tier, handle.width, handle.height, int(round(handle.fps)),
-                     handle.frame_budget_ms, reservation.device_id, reservation.share, spec.price_per_gpu_second)
+                     handle.frame_budget_ms, reservation.device_id, reservation.share, self._price)
 
     def key_revoked(self) -> bool:
         """Whether the principal's API key has been revoked (read from the database)."""
