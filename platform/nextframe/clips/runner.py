@@ -23,7 +23,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -31,6 +30,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from nextframe import usage
 from nextframe.clips import files
 from nextframe.clips.models import Clip, ClipEvent
 
@@ -259,12 +259,12 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
         playable_at = timezone.now()
         keeper.stop()  # before the release: the keeper must not heartbeat a lease given back
         run_s = leased.release()
-        gpu_seconds = Decimal(str(round(share * run_s, 6)))
-        if _transition(clip, S.SUCCEEDED, video_name=stored, video_bytes=result.bytes, codec=result.codec,
-                       frames_done=result.frames, first_frame_at=playable_at, started_at=leased.started_at,
-                       finished_at=timezone.now(), render_s=run_s, share=share, gpu_seconds=gpu_seconds,
-                       claim=""):
-            return Outcome("done", S.SUCCEEDED)
+        with transaction.atomic():  # the outcome and its usage are written together or not at all
+            if _transition(clip, S.SUCCEEDED, video_name=stored, video_bytes=result.bytes, codec=result.codec,
+                           frames_done=result.frames, first_frame_at=playable_at, started_at=leased.started_at,
+                           finished_at=timezone.now(), render_s=run_s, share=share, claim=""):
+                usage.record_clip(clip.pk, share, run_s)
+                return Outcome("done", S.SUCCEEDED)
         files.delete(stored)  # cancelled (or taken over) between the last heartbeat and now
         return Outcome("noop", "abandoned", reason="lost ownership before publishing")
     except LeaseLost as lost:
