@@ -6,8 +6,6 @@ REDIS_URL (channel layer, Celery broker, pool leases).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -44,6 +42,10 @@ INSTALLED_APPS = [
     "nextframe.live",
     "nextframe.clips",
     "nextframe.audits",
+    # The top-level packages' Django apps (each a home of its own, beside its pure core).
+    "moderation",
+    "billing",
+    "frontend",
 ]
 
 MIDDLEWARE = [
@@ -62,7 +64,7 @@ ASGI_APPLICATION = "nextframe.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [Path(__file__).resolve().parent.parent / "templates"],
+        "DIRS": [],  # the pages are the frontend app's (frontend/templates/)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -209,7 +211,7 @@ AXES_FAILURE_LIMIT = env_int("NEXTFRAME_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_float("NEXTFRAME_LOGIN_COOLOFF_S", 900.0, minimum=1.0) / 3600.0  # hours
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "nextframe.dashboard.login_locked_out"
+AXES_LOCKOUT_CALLABLE = "frontend.dashboard.login_locked_out"
 AXES_VERBOSE = False
 # The OpenAPI document: error responses, bounds and list envelopes on every operation.
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "nextframe.api.schema.AutoSchema"
