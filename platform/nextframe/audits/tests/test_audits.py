@@ -135,16 +135,6 @@ def test_startup_audits_only_what_is_missing_or_stale(small_audits, monkeypatch)
     assert {m for m, _ in queued} >= {"dreamfield", "dreamfield-chunked", "stylize"}
 
 
-@pytest.fixture
-def fresh_host():
-    """The CLI's in-process audit runs on this process's LiveHost runtimes: stop them afterwards."""
-    from nextframe.live.host import reset_host
-
-    reset_host()
-    yield
-    reset_host()
-
-
 def test_cli_audits_in_process_and_records_the_run(capsys, fresh_host):
     from nextframe.audits.cli import main
 

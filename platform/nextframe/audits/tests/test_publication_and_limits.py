@@ -17,15 +17,6 @@ from nextframe.audits.models import AuditRun
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def fresh_host():
-    from nextframe.live.host import reset_host
-
-    reset_host()
-    yield
-    reset_host()
-
-
 def live_evidence(model: str, tier: str, plan: dict | None) -> dict:
     return {"model": model, "tier": tier, "declared_tier": "interactive", "ttff_ms": 5.0,
             "measured_at": timezone.now().isoformat(), "plan": plan}
