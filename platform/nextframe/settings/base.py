@@ -252,6 +252,7 @@ LIVE_TEXT_RATE_PER_S = env_int("NEXTFRAME_LIVE_TEXT_RATE_PER_S", 50, minimum=1)
 LIVE_SLOW_READER_TIMEOUT_S = env_float("NEXTFRAME_LIVE_SLOW_READER_TIMEOUT_S", 10.0, minimum=1.0)
 
 # --- Clip tier ----------------------------------------------------------------------------------
+# Typed here with their defaults, and read as settings.CLIP_* (nextframe.clips): no second default.
 CLIP_BATCH_FRAMES = env_int("NEXTFRAME_CLIP_BATCH_FRAMES", 8, minimum=1)
 CLIP_STALE_AFTER_S = env_float("NEXTFRAME_CLIP_STALE_AFTER_S", 30.0, minimum=1.0)
 CLIP_SWEEP_INTERVAL_S = env_float("NEXTFRAME_CLIP_SWEEP_INTERVAL_S", 30.0, minimum=0.0)
@@ -264,6 +265,8 @@ CLIP_VIDEO_URL_TTL_S = env_int("NEXTFRAME_CLIP_VIDEO_URL_TTL_S", 3600, minimum=1
 CLIP_WORK_DIR = env_str("NEXTFRAME_CLIP_WORK_DIR", str(DATA_DIR / "work" / "clips"))
 
 # --- Tier audits --------------------------------------------------------------------------------
+# Typed here with their defaults, and read as settings.NEXTFRAME_AUDIT_* (nextframe.audits.plan,
+# .evidence, .queueing, .worker, .server): no second default.
 NEXTFRAME_AUDIT_ON_STARTUP = env_bool("NEXTFRAME_AUDIT_ON_STARTUP", True)
 NEXTFRAME_AUDIT_STALE_AFTER_S = env_float("NEXTFRAME_AUDIT_STALE_AFTER_S", 86400.0, minimum=1.0)
 NEXTFRAME_AUDIT_STARTUP_DELAY_S = env_float("NEXTFRAME_AUDIT_STARTUP_DELAY_S", 10.0, minimum=0.0)
