@@ -10,6 +10,8 @@
 - `solid_jpeg`: a one-colour JPEG frame of a given size.
 - Fixture `one_torch_thread`: torch on one intra-op thread for the test (audits measure frame logic;
   on shared cores torch's thread pool spins against other processes).
+- Fixture `liar`: a registered engine that declares `interactive` and applies controls 3 frames
+  late (`inference.audit.reference_engines.LateControlEngine`), unregistered after the test.
 """
 from __future__ import annotations
 
@@ -66,3 +68,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def liar() -> Iterator[Any]:
+    """An engine that declares interactive and applies controls 3 frames late (pixels and header)."""
+    from inference.audit.reference_engines import LateControlEngine
+    from inference.engines import register_engine, unregister_engine
+
+    engine = LateControlEngine(delay_frames=3)
+    register_engine(engine)
+    yield engine
+    unregister_engine(engine.spec.id)

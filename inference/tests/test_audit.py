@@ -35,15 +35,6 @@ def audit(model: str, **overrides) -> Evidence:
     return asyncio.run(go())
 
 
-@pytest.fixture
-def liar():
-    """An engine that declares interactive and applies controls 3 frames late (pixels and header)."""
-    engine = LateControlEngine(delay_frames=3)
-    register_engine(engine)
-    yield engine
-    unregister_engine(LATE_ENGINE_ID)
-
-
 @pytest.mark.parametrize("model", ["dreamfield", "stylize"])
 def test_per_frame_engines_with_controls_are_interactive(model):
     ev = audit(model)

@@ -7,22 +7,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from inference.audit.reference_engines import LATE_ENGINE_ID, LateControlEngine
 from inference.audit.simulated import SimulatedRuntimeTransport
-from inference.engines import register_engine, unregister_engine
 from nextframe.audits import queueing, runs, server, worker
 from nextframe.audits.evidence import latest_evidence, needs_audit
 from nextframe.audits.plan import deployment_plan
 from nextframe.audits.models import AuditRun
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def liar():
-    register_engine(LateControlEngine(delay_frames=3))
-    yield LATE_ENGINE_ID
-    unregister_engine(LATE_ENGINE_ID)
 
 
 class InlineWorker:
@@ -97,14 +88,14 @@ def test_models_show_the_measured_tier_and_the_disagreement(api_key, client_for)
 
 def test_on_demand_audit_of_a_lying_engine_shows_what_it_does(api_key, client_for, liar, small_audits):
     client = client_for(api_key)
-    response = client.post(f"/v1/models/{liar}/audit")
+    response = client.post(f"/v1/models/{liar.spec.id}/audit")
     assert response.status_code == 202, response.content
     run = response.json()
     detail = client.get(f"/v1/audits/{run['id']}").json()
     assert detail["status"] == "succeeded", detail
     assert detail["published"] is True  # measured with the deployment's plan
     assert detail["evidence"]["control_lag_frames_pixels"] == 3
-    model = models_by_id(client)[liar]
+    model = models_by_id(client)[liar.spec.id]
     assert model["declared_tier"] == "interactive"
     assert model["tier"] == "streaming" and model["tier_disagreement"] is True
     assert model["evidence"]["stale"] is False and model["evidence"]["source"] == "on_demand"
