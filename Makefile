@@ -20,7 +20,8 @@ up: install
 	$(BIN)/nextframe up $(ARGS)
 
 # The whole suite twice over: on the embedded defaults (SQLite, in-memory layer, filesystem broker),
-# then the Django side again scaled out against PostgreSQL and Redis on loopback.
+# then the Django side again scaled out against PostgreSQL and Redis on loopback. A test that fixes
+# its own profile (@pytest.mark.profile, nextframe.testing) runs in that profile's pass only.
 test: install
 	$(MAKE) --no-print-directory test-embedded test-scaled
 

@@ -75,7 +75,7 @@ def clip_reservation(model: str, width: int, height: int, fps: float) -> Iterato
 
     host = get_host()
     cost = get_spec(model).cost(width, height, fps)
-    share = max(cost.compute_share, float(getattr(settings, "CLIP_MIN_SHARE", 0.05)))
+    share = max(cost.compute_share, float(settings.CLIP_MIN_SHARE))
     try:
         res = host.pool.reserve(AUDIT_ORG, f"audit-clip-{uuid.uuid4().hex[:12]}", share,
                                 memory_bytes=cost.memory_bytes, priority="clip")
