@@ -6,6 +6,8 @@ REDIS_URL (channel layer, Celery broker, pool leases).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
