@@ -25,7 +25,9 @@ lint: install
 	$(BIN)/mypy
 
 # The lint gates, then the whole suite twice over: on the embedded defaults (SQLite, in-memory
-# layer, filesystem broker), then the Django side again scaled out against PostgreSQL and Redis.
+# layer, filesystem broker), then the Django side again scaled out against PostgreSQL and Redis on
+# loopback. A test that fixes its own profile (@pytest.mark.profile, nextframe.testing) runs in that
+# profile's pass only.
 test: install
 	$(MAKE) --no-print-directory lint test-embedded test-scaled
 

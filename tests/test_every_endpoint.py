@@ -137,13 +137,14 @@ def test_audits_are_tenant_scoped(client_for, api_key, other_key, org, other_org
 
 def test_another_organisations_audit_is_not_linked_from_the_models(client_for, api_key, other_org):
     """GET /v1/models shows the published evidence to all, but not the id of another tenant's run."""
-    from nextframe.audits import actions as audits
     from nextframe.audits.models import AuditRun
+    from nextframe.audits.plan import deployment_plan
+    from nextframe.audits.runs import record
 
     run = AuditRun.objects.create(model_id="identity", source="on_demand", status="queued", organization=other_org)
     evidence = {"model": "identity", "tier": "interactive", "declared_tier": "interactive",
-                "plan": audits.deployment_plan()}
-    audits.record(evidence, source="on_demand", run=run)
+                "plan": deployment_plan()}
+    record(evidence, source="on_demand", run=run)
     client = client_for(api_key)
     model = client.get("/v1/models/identity").json()
     assert model["tier_source"] == "measured"  # published: the evidence itself is deployment-wide
@@ -155,9 +156,9 @@ def test_another_organisations_audit_is_not_linked_from_the_models(client_for, a
 
 def test_a_pending_audit_of_another_organisation_is_not_handed_out(client_for, api_key, other_key, monkeypatch):
     """Asking while another tenant's audit of the model is pending queues the caller's own run."""
-    from nextframe.audits import actions as audits
+    from nextframe.audits import worker
 
-    monkeypatch.setattr(audits._worker, "submit", lambda run_id, with_clip: None)
+    monkeypatch.setattr(worker.worker, "submit", lambda run_id, with_clip: None)
     theirs = client_for(other_key).post("/v1/models/identity/audit")
     assert theirs.status_code == 202, theirs.content
     mine = client_for(api_key).post("/v1/models/identity/audit")
@@ -176,17 +177,17 @@ def test_the_clip_run_of_an_on_demand_audit_belongs_to_the_organisation(client_f
     import time
 
     from inference.audit import AuditError
-    from nextframe.audits import actions as audits
+    from nextframe.audits import runs
     from nextframe.audits.models import AuditRun
 
     def unmeasured_live(model_id, source, run=None):
-        return audits._fail(run, "not measured in this test")
+        return runs.mark_failed(run, "not measured in this test")
 
     def unmeasured_clip(*args, **kwargs):
         raise AuditError("not measured in this test")
 
     # The real background worker runs the job; only the measurements themselves are cut short.
-    monkeypatch.setattr(audits, "run_audit", unmeasured_live)
+    monkeypatch.setattr(runs, "run_audit", unmeasured_live)
     monkeypatch.setattr("inference.audit.clip.audit_clip", unmeasured_clip)
     assert client_for(api_key).post("/v1/models/identity/audit").status_code == 202
     deadline = time.monotonic() + 30

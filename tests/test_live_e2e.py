@@ -9,9 +9,11 @@ import time
 import pytest
 
 from inference.client import LiveClient, LiveClientError, ReceivedFrame, pattern_source
+from nextframe.testing import PROFILES
 from tests.server import http, running_server, scaled_services
 
-pytestmark = pytest.mark.slow
+# The server picks its own profile (embedded unless a case says otherwise): once per `make test`.
+pytestmark = [pytest.mark.slow, pytest.mark.profile("embedded")]
 
 
 async def run_session(server) -> dict:
@@ -30,7 +32,7 @@ async def run_session(server) -> dict:
     return {"ready": ready, "frames": frames, "applied": applied, "ended": ended}
 
 
-@pytest.mark.parametrize("profile", ["embedded", "scaled"])
+@pytest.mark.parametrize("profile", PROFILES)
 def test_full_session_revocation_and_records_on_a_real_server(tmp_path, profile):
     services = scaled_services() if profile == "scaled" else contextlib.nullcontext({})
     with services as extra, running_server(tmp_path, extra) as server:

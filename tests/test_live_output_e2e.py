@@ -11,7 +11,8 @@ import simplejpeg
 from inference.video import probe_mp4
 from tests.server import running_server
 
-pytestmark = pytest.mark.slow
+# The server picks its own profile (embedded unless a case says otherwise): once per `make test`.
+pytestmark = [pytest.mark.slow, pytest.mark.profile("embedded")]
 
 
 def test_live_output_keeps_what_the_session_made(tmp_path):

@@ -32,9 +32,9 @@ schema.config.checks.positive_data_acceptance = PositiveDataAcceptanceConfig(
 @pytest.fixture
 def no_audit_worker(monkeypatch):
     """POST /v1/models/{id}/audit queues real audits: keep them queued instead of measuring."""
-    from nextframe.audits import actions
+    from nextframe.audits import worker
 
-    monkeypatch.setattr(actions._worker, "submit", lambda run_id, with_clip: None)
+    monkeypatch.setattr(worker.worker, "submit", lambda run_id, with_clip: None)
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ import pytest
 from nextframe.testing import REDIS_URL, need_service
 from tests.server import clean_env
 
+# Clients built as a scaled-out process builds them, on the real Redis: in the scaled-out pass.
+pytestmark = pytest.mark.profile("scaled")
+
 PROBE = r"""
 import json, django
 django.setup()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
 import pytest
@@ -22,8 +21,7 @@ from inference.client import LiveClient, ReceivedFrame, pattern_source
 from tests.server import http, running_server, scaled_services
 
 # Once per `make test`: in the scaled-out run, where PostgreSQL and Redis are required.
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.environ.get("NEXTFRAME_TEST_PROFILE") != "scaled", reason="scaled-out soak: NEXTFRAME_TEST_PROFILE=scaled")]
+pytestmark = [pytest.mark.slow, pytest.mark.profile("scaled")]
 
 SOAK_S = 32.0
 WINDOW_S = 4.0  # every session must get frames in every window of this length

@@ -5,6 +5,9 @@ import sys
 
 import pytest
 
+# Fresh interpreters with an environment of the test's own: once per `make test`.
+pytestmark = pytest.mark.profile("embedded")
+
 
 def load_settings(**env):
     """Import the production settings module in a fresh interpreter with exactly this environment."""

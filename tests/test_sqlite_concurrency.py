@@ -28,6 +28,7 @@ print("ok")
 
 
 @pytest.mark.slow
+@pytest.mark.profile("embedded")  # its processes run on a SQLite file of their own
 def test_concurrent_read_then_write_transactions_from_processes_all_succeed(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEXTFRAME_", "DATABASE_URL", "REDIS_URL"))}
     env.update(NEXTFRAME_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="nextframe.settings")

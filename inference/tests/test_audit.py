@@ -19,16 +19,9 @@ PLAN = dict(sessions=2, width=64, height=64, fps=30.0, warmup_frames=2, idle_fra
             control_every=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Two shared cores: torch's intra-op thread pool spins against other processes and makes a
-    # 64x64 step ~50x slower. The audit measures frame logic here, not speed.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Two shared cores: torch's intra-op thread pool spins against other processes and makes a
+# 64x64 step ~50x slower. The audit measures frame logic here, not speed.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def audit(model: str, **overrides) -> Evidence:
@@ -40,15 +33,6 @@ def audit(model: str, **overrides) -> Evidence:
             await transport.aclose()
 
     return asyncio.run(go())
-
-
-@pytest.fixture
-def liar():
-    """An engine that declares interactive and applies controls 3 frames late (pixels and header)."""
-    engine = LateControlEngine(delay_frames=3)
-    register_engine(engine)
-    yield engine
-    unregister_engine(LATE_ENGINE_ID)
 
 
 @pytest.mark.parametrize("model", ["dreamfield", "stylize"])

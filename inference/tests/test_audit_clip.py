@@ -10,18 +10,8 @@ from inference.audit import AuditError
 from inference.audit import pixels as px
 from inference.audit.clip import ClipEvents, audit_clip, check_clip_size
 from inference.audit.clip_rest import audit_clip_url
+from inference.testing import ManualClock
 from inference.video import encode_mp4
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, ms: float) -> None:
-        self.t += ms / 1000.0
 
 
 class ScriptedTier:
@@ -29,27 +19,27 @@ class ScriptedTier:
 
     name = "scripted"
 
-    def __init__(self, clock: FakeClock, early: bool) -> None:
+    def __init__(self, clock: ManualClock, early: bool) -> None:
         self.clock, self.early = clock, early
 
     def render(self, model, width, height, fps, frames, seed, workdir, events: ClipEvents) -> None:
         out = []
         for i in range(frames):
-            self.clock.advance(10)
+            self.clock.advance(0.010)
             out.append(px.pattern(width, height, i))
             events.frame_computed()
             if self.early and i == 0:
                 first = os.path.join(workdir, "first.mp4")
                 encode_mp4(out[:1], first, fps=fps, width=width, height=height)
                 events.publish(first)  # a streaming renderer: the first frame downloads now
-        self.clock.advance(5)  # encoding the rest
+        self.clock.advance(0.005)  # encoding the rest
         whole = os.path.join(workdir, "whole.mp4")
         encode_mp4(out, whole, fps=fps, width=width, height=height)
         events.publish(whole)
 
 
 def test_a_tier_that_delivers_its_first_frame_early_is_not_fast_batch():
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     ev = audit_clip("identity", width=32, height=32, fps=30, frames=10, sessions=2,
                     tier=ScriptedTier(clock, early=True), clock=clock)
     assert ev.ttff_ms == pytest.approx(10.0) and ev.complete_ms == pytest.approx(100.0)
@@ -57,7 +47,7 @@ def test_a_tier_that_delivers_its_first_frame_early_is_not_fast_batch():
 
 
 def test_a_tier_that_publishes_only_the_whole_clip_is_fast_batch():
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     ev = audit_clip("identity", width=32, height=32, fps=30, frames=10, sessions=2,
                     tier=ScriptedTier(clock, early=False), clock=clock)
     assert ev.ttff_ms == pytest.approx(105.0) and ev.complete_ms == pytest.approx(100.0)
@@ -100,7 +90,7 @@ class ScriptedClipApi:
 
     QUEUED_MS, PUBLISH_MS, EARLY_MS, REQUEST_MS = 60.0, 0.5, 10.0, 8.0
 
-    def __init__(self, clock: FakeClock, early: bool, render_ms: float, frames: int = 6) -> None:
+    def __init__(self, clock: ManualClock, early: bool, render_ms: float, frames: int = 6) -> None:
         self.clock, self.early, self.render_ms, self.frames = clock, early, render_ms, frames
         self.posted_at: float | None = None
         self.partial = self._mp4(1)
@@ -123,7 +113,7 @@ class ScriptedClipApi:
         try:
             return self._answer(method, url)
         finally:
-            self.clock.advance(self.REQUEST_MS)
+            self.clock.advance(self.REQUEST_MS / 1000.0)
 
     def _answer(self, method, url):
         if url.endswith("/models"):
@@ -149,10 +139,10 @@ class ScriptedClipApi:
 
 
 def rest_audit(early: bool, render_ms: float):
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     api = ScriptedClipApi(clock, early, render_ms)
     return audit_clip_url("ws://h/v1/live", "k", "identity", width=32, height=32, fps=30, frames=6, sessions=1,
-                          poll_s=0.05, request=api, clock=clock, sleep=lambda s: clock.advance(s * 1000))
+                          poll_s=0.05, request=api, clock=clock, sleep=clock.advance)
 
 
 # Short renders (a real server here: ~80 ms) at every phase of the 66 ms polling cycle, so the clip

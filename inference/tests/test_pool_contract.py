@@ -7,7 +7,6 @@ backend takes that clock's value instead of the server TIME (production passes n
 from __future__ import annotations
 
 import math
-import os
 import random
 import uuid
 
@@ -23,35 +22,10 @@ from inference.pool import (
     MemoryBackend,
     Pool,
 )
+from inference.testing import ManualClock, redis_client_or_skip
 
-REDIS_URL = os.environ.get("NEXTFRAME_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TTL = 15.0
 GiB = 2**30
-
-
-def redis_client_or_skip():
-    """A connected client for the loopback Redis; skip (or fail under CI) when it is down."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("NEXTFRAME_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"Redis at {REDIS_URL} unreachable and NEXTFRAME_REQUIRE_SERVICES=1: {exc}")
-        pytest.skip(f"Redis at {REDIS_URL} unreachable: {exc}")
-    return client
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -76,8 +50,8 @@ def backend_factory(request):
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture

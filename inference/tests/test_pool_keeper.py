@@ -8,21 +8,14 @@ import time
 import pytest
 
 from inference.pool import FakeProbe, LeaseKeeper, LeaseLost, MemoryBackend, Pool
+from inference.testing import ManualClock
 
 TTL = 15.0
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 500.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(500.0)
 
 
 def keeper_threads() -> list[threading.Thread]:

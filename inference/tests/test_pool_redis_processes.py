@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from inference.pool import CapacityUnavailable, FakeProbe, LeaseKeeper, Pool
-from inference.tests.test_pool_contract import REDIS_URL, redis_client_or_skip
+from inference.testing import REDIS_URL, redis_client_or_skip
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

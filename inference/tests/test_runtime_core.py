@@ -28,6 +28,7 @@ from inference.engines.base import (
     UnknownModel,
 )
 from inference.runtime import NO_INPUT_SEQ, DeviceRuntime, FakeClock, OutputFrame, SessionConfig, SessionFault
+from inference.testing import solid_jpeg
 
 _ids = itertools.count()
 
@@ -124,10 +125,6 @@ def engines():
         unregister_engine(e.spec.id)
 
 
-def jpeg(level: int = 0, size: int = 32) -> bytes:
-    return encode_jpeg(np.full((size, size, 3), level, np.uint8))
-
-
 def open_(rt: DeviceRuntime, engine_id: str, sink: Sink, **cfg: Any):
     return rt.open_session(SessionConfig(engine_id, **cfg), sink.on_output, sink.on_applied, sink.on_error)
 
@@ -153,16 +150,16 @@ def test_latest_input_wins_and_replaced_inputs_are_counted(rt, clock, engines):
     sink = Sink()
     h = open_(rt, e.spec.id, sink)
     for seq in (1, 2, 3):
-        h.submit_frame(seq, 1000 + seq, jpeg(seq * 10))
+        h.submit_frame(seq, 1000 + seq, solid_jpeg(seq * 10, 32))
     rt.core.run_once()
     assert [f.input_seq for f in sink.frames] == [3]
     assert sink.frames[0].input_capture_ts_us == 1003
     assert h.metrics().dropped_inputs == 2
     # A frame decoded but not yet stepped is also replaced by a newer one.
     clock.advance(0.1)  # the next slot of a 10 fps session
-    h.submit_frame(4, 0, jpeg())
+    h.submit_frame(4, 0, solid_jpeg(0, 32))
     rt.core.decode_pending(rt.core.get(h.session_id))
-    h.submit_frame(5, 0, jpeg())
+    h.submit_frame(5, 0, solid_jpeg(0, 32))
     rt.core.run_once()
     assert [f.input_seq for f in sink.frames] == [3, 5]
     assert h.metrics().dropped_inputs == 3
@@ -178,10 +175,10 @@ def test_bad_frames_are_reported_and_the_session_goes_on(rt, clock, engines):
     assert sink.errors and sink.errors[0][0] == "bad_frame" and "frame 1" in sink.errors[0][1]
     with pytest.raises(BadFrame, match="oversize"):
         h.submit_frame(2, 0, b"\xff\xd8" + b"\0" * (rt.core.max_frame_bytes + 1))
-    h.submit_frame(3, 0, jpeg(size=512))  # 16x the session's side: outside the size policy
+    h.submit_frame(3, 0, solid_jpeg(0, width=512))  # 16x the session's side: outside the size policy
     rt.core.run_once()
     assert "wrong dimensions" in sink.errors[-1][1]
-    h.submit_frame(4, 0, jpeg())
+    h.submit_frame(4, 0, solid_jpeg(0, 32))
     rt.core.run_once()
     assert [f.input_seq for f in sink.frames] == [4]
     assert h.metrics().bad_frames == 3
@@ -191,7 +188,7 @@ def test_text_to_video_session_refuses_input_frames(rt, clock, engines):
     e = engines(clock, kind="text-to-video")
     h = open_(rt, e.spec.id, Sink())
     with pytest.raises(BadFrame, match="text-to-video"):
-        h.submit_frame(1, 0, jpeg())
+        h.submit_frame(1, 0, solid_jpeg(0, 32))
 
 
 # -- video-to-video pacing: work = reservation -----------------------------------------------------------
@@ -208,7 +205,7 @@ def test_video_to_video_steps_at_most_at_the_declared_fps_and_surplus_inputs_are
     sink = Sink()
     h = open_(rt, e.spec.id, sink, fps=10)
     for seq in range(1, 201):  # two seconds at 100 frames/s
-        h.submit_frame(seq, seq, jpeg())
+        h.submit_frame(seq, seq, solid_jpeg(0, 32))
         rt.core.run_once()
         clock.advance(0.01)
     steps = sum(len(c) for c in e.calls)
@@ -231,7 +228,7 @@ def test_a_client_at_the_declared_rate_with_jitter_loses_nothing(rt, clock, engi
     start = clock.now()
     for seq in range(1, 41):
         clock.set(max(clock.now(), start + seq * 0.1 + jitter[seq % len(jitter)]))
-        h.submit_frame(seq, seq, jpeg())
+        h.submit_frame(seq, seq, solid_jpeg(0, 32))
         for _ in range(3):
             rt.core.run_once()
             clock.advance(0.01)  # the slot of an early frame opens a little later
@@ -252,8 +249,8 @@ def test_a_one_fps_session_fed_at_thirty_fps_leaves_the_device_to_a_thirty_fps_s
     while clock.now() - start < 3.0:
         seq += 1
         for h, _ in hogs:
-            h.submit_frame(seq, seq, jpeg(size=64))
-        victim.submit_frame(seq, seq, jpeg())
+            h.submit_frame(seq, seq, solid_jpeg(0, width=64))
+        victim.submit_frame(seq, seq, solid_jpeg(0, 32))
         tick = start + seq / 30
         while clock.now() < tick and rt.core.run_once():  # the device works while it has work
             pass
@@ -329,11 +326,11 @@ def test_control_lands_on_the_next_step_and_is_reported_with_its_frame(rt, clock
     e = engines(clock)
     sink = Sink()
     h = open_(rt, e.spec.id, sink)
-    h.submit_frame(1, 0, jpeg())
+    h.submit_frame(1, 0, solid_jpeg(0, 32))
     rt.core.run_once()
     h.apply_control(7, params={"level": 200})
     clock.advance(0.1)
-    h.submit_frame(2, 0, jpeg())
+    h.submit_frame(2, 0, solid_jpeg(0, 32))
     rt.core.run_once()
     assert [f.control_seq for f in sink.frames] == [0, 7]
     assert e.calls[-1][0][2] == 7
@@ -349,7 +346,7 @@ def test_invalid_control_is_rejected_and_nothing_changes(rt, clock, engines):
     for bad in ({"level": 999}, {"level": "high"}, {"nope": 1}):
         with pytest.raises(InvalidParams):
             h.apply_control(1, params=bad)
-    h.submit_frame(1, 0, jpeg())
+    h.submit_frame(1, 0, solid_jpeg(0, 32))
     rt.core.run_once()
     assert sink.frames[0].control_seq == 0 and sink.applied == []
 
@@ -407,7 +404,7 @@ def test_slow_engine_misses_deadlines_and_latency_is_measured(rt, clock, engines
     sink = Sink()
     h = open_(rt, e.spec.id, sink, fps=10)
     for seq in range(3):
-        h.submit_frame(seq, 0, jpeg())
+        h.submit_frame(seq, 0, solid_jpeg(0, 32))
         rt.core.run_once()
     m = h.metrics()
     assert m.deadline_misses == 3
@@ -436,9 +433,9 @@ def test_earliest_deadline_runs_first(rt, clock, engines):
     sa, sb = Sink(), Sink()
     ha = open_(rt, a.spec.id, sa, fps=10, seed=1)   # 100 ms budget
     hb = open_(rt, b.spec.id, sb, fps=50, seed=2)   # 20 ms budget
-    ha.submit_frame(1, 0, jpeg())
+    ha.submit_frame(1, 0, solid_jpeg(0, 32))
     clock.advance(0.01)
-    hb.submit_frame(1, 0, jpeg())   # arrived later, but due earlier
+    hb.submit_frame(1, 0, solid_jpeg(0, 32))   # arrived later, but due earlier
     rt.core.run_once()
     assert (len(sa.frames), len(sb.frames)) == (0, 1)
     rt.core.run_once()
@@ -450,7 +447,7 @@ def test_sessions_of_one_engine_are_batched_when_deadlines_allow(rt, clock, engi
     sinks = [Sink() for _ in range(4)]
     hs = [open_(rt, e.spec.id, s, fps=30, seed=i) for i, s in enumerate(sinks)]   # 33 ms budget
     for h in hs:
-        h.submit_frame(1, 0, jpeg())
+        h.submit_frame(1, 0, solid_jpeg(0, 32))
     rt.core.run_once()
     # 3 x 10 ms fits in 33 ms, a 4th would finish at 40 ms: it waits for the next step.
     assert [len(c) for c in e.calls] == [3]
@@ -466,8 +463,8 @@ def test_different_resolutions_are_not_batched(rt, clock, engines):
     s1, s2 = Sink(), Sink()
     h1 = open_(rt, e.spec.id, s1, width=32, height=32)
     h2 = open_(rt, e.spec.id, s2, width=64, height=64, seed=1)
-    h1.submit_frame(1, 0, jpeg())
-    h2.submit_frame(1, 0, jpeg(size=64))
+    h1.submit_frame(1, 0, solid_jpeg(0, 32))
+    h2.submit_frame(1, 0, solid_jpeg(0, width=64))
     rt.core.run_once()
     assert [len(c) for c in e.calls] == [1]
 

@@ -1,7 +1,16 @@
-"""pytest plugin for the whole suite (loaded with `-p nextframe.testing`): service checks and fixtures.
+"""pytest plugin for the whole suite (loaded with `-p nextframe.testing`): profiles, service checks
+and the platform's shared fixtures (the Django-free ones are in `inference.testing`).
 
-PostgreSQL and Redis tests skip with a clear reason when the servers are not reachable, unless
-NEXTFRAME_REQUIRE_SERVICES=1 (set by .ci/run), which turns their absence into a failure.
+Profiles. `make test` runs the suite twice: NEXTFRAME_TEST_PROFILE=embedded (everything), then
+NEXTFRAME_TEST_PROFILE=scaled (`tests platform`: the Django side on PostgreSQL and Redis). A test
+whose profile does not come from the pass (it starts its own servers or subprocesses with a
+profile of its own) says which with `@pytest.mark.profile("embedded" | "scaled")` and runs only in
+that pass; in the other it is deselected (counted as such in the summary). `PROFILES` parametrizes
+a test over both, each case in its own pass.
+
+Services. PostgreSQL (TEST_DATABASE_URL) and Redis (TEST_REDIS_URL, the one Redis of the whole
+suite: see `inference.testing`) tests skip with a clear reason when the servers are not reachable,
+unless NEXTFRAME_REQUIRE_SERVICES=1 (set by .ci/run), which turns their absence into a failure.
 """
 from __future__ import annotations
 
@@ -12,8 +21,17 @@ from urllib.parse import urlparse
 
 import pytest
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+from inference.testing import REDIS_URL
+
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/nextframe")
+PROFILE_NAMES = ("embedded", "scaled")
+#: `@pytest.mark.parametrize("profile", PROFILES)`: one case per profile, each run in its own pass.
+PROFILES = [pytest.param(name, marks=pytest.mark.profile(name), id=name) for name in PROFILE_NAMES]
+
+
+def current_profile() -> str:
+    """The profile of this pass (NEXTFRAME_TEST_PROFILE, embedded by default)."""
+    return os.environ.get("NEXTFRAME_TEST_PROFILE", "embedded")
 
 
 def _reachable(url: str) -> bool:
@@ -79,12 +97,34 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "profile(name): the test fixes its own profile (embedded or scaled); it runs only in that "
+        "profile's pass of `make test` and is deselected in the other")
+
+
 def pytest_report_header(config):
-    return f"nextframe test profile: {os.environ.get('NEXTFRAME_TEST_PROFILE', 'embedded')}"
+    return f"nextframe test profile: {current_profile()}"
+
+
+def _run_once_per_profile(config, items) -> None:
+    """Deselect the tests whose fixed profile is not this pass's (they run in the other pass)."""
+    profile = current_profile()
+    keep: list[pytest.Item] = []
+    elsewhere: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("profile")
+        if marker is not None and marker.args[0] not in PROFILE_NAMES:
+            raise pytest.UsageError(f"{item.nodeid}: profile({marker.args[0]!r}) is none of {PROFILE_NAMES}")
+        (elsewhere if marker is not None and marker.args[0] != profile else keep).append(item)
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = keep
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("NEXTFRAME_TEST_PROFILE") != "scaled":
+    _run_once_per_profile(config, items)
+    if current_profile() != "scaled":
         return
     missing = [name for name, url in (("PostgreSQL", POSTGRES_URL), ("Redis", REDIS_URL)) if not _reachable(url)]
     if not missing:
@@ -100,6 +140,16 @@ def pytest_collection_modifyitems(config, items):
 def redis_url() -> str:
     need_service("Redis", REDIS_URL)
     return REDIS_URL
+
+
+@pytest.fixture
+def fresh_host():
+    """A fresh LiveHost for the test (in-process audits and sessions run on its runtimes), stopped after."""
+    from nextframe.live.host import reset_host
+
+    reset_host()
+    yield
+    reset_host()
 
 
 @pytest.fixture

@@ -1,20 +1,19 @@
-"""Top-level routes: the REST API under /v1/, health, dashboard and admin."""
+"""Top-level routes: the REST API under /v1/, health, admin, and the top-level packages' includes
+(moderation and billing under /v1/, the frontend's pages at the root)."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from nextframe import dashboard, health
+from nextframe import health
 
 urlpatterns = [
+    path("v1/moderation/", include("moderation.urls")),
+    path("v1/billing/", include("billing.urls")),
     path("v1/", include("nextframe.api.urls")),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="nextframe/login.html"), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("dashboard/", dashboard.home, name="dashboard"),
-    path("", dashboard.root),
+    path("", include("frontend.urls")),
     path("admin/", admin.site.urls),
 ]
 

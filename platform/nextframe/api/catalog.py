@@ -6,6 +6,8 @@ declared tier is kept beside it so a disagreement is visible.
 """
 from __future__ import annotations
 
+from nextframe.audits.evidence import latest_evidence
+
 
 def _specs():
     from inference.engines import list_specs
@@ -19,10 +21,6 @@ def model_ids() -> list[str]:
 
 def evidence_for(model_id: str) -> dict | None:
     """Latest audit evidence for a model on this deployment (None until an audit has run)."""
-    try:
-        from nextframe.audits.actions import latest_evidence
-    except ImportError:
-        return None
     return latest_evidence(model_id)
 
 

@@ -104,7 +104,7 @@ def _defaults(args: argparse.Namespace, django_ready: bool) -> tuple[int, int, i
     width = height = 64
     sessions = 3
     if django_ready:
-        from nextframe.audits.actions import deployment_plan
+        from nextframe.audits.plan import deployment_plan
 
         try:
             plan = deployment_plan("clip" if args.clip else "live")
@@ -142,7 +142,8 @@ def _check_model(args: argparse.Namespace, width: int, height: int, plan: Any) -
 
 def _record(evidence: dict[str, Any], kind: str) -> dict[str, Any] | None:
     try:
-        from nextframe.audits.actions import deployment_plan, is_published, record
+        from nextframe.audits.plan import deployment_plan, is_published
+        from nextframe.audits.runs import record
 
         run = record(evidence, source="cli", kind=kind)
     except Exception as exc:
@@ -172,11 +173,12 @@ def _describe_plan(plan: dict[str, Any] | None) -> str:
 
 async def _live(args: argparse.Namespace, plan: Any, django_ready: bool) -> Any:
     from inference.audit import audit_live
+    from inference.audit.transport import Transport
 
     if args.url:
         from inference.audit.ws_transport import WebSocketTransport
 
-        transport = WebSocketTransport(args.url, args.key)
+        transport: Transport = WebSocketTransport(args.url, args.key)
     elif django_ready:
         from nextframe.audits.transport import DeploymentTransport
 

@@ -11,8 +11,9 @@ renders, and stops with `preempted` when a live session takes the lease back.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from inference.audit import AuditError, RuntimeTransport
 
@@ -25,7 +26,6 @@ class DeploymentTransport(RuntimeTransport):
     def acquire(self, model: str, width: int, height: int, fps: float) -> tuple[Any, Callable[[], None] | None]:
         from inference.engines import get_spec
         from inference.pool import CapacityUnavailable, ConcurrencyLimit
-
         from nextframe.live.host import get_host
 
         host = get_host()
@@ -70,12 +70,11 @@ def clip_reservation(model: str, width: int, height: int, fps: float) -> Iterato
 
     from inference.engines import get_spec
     from inference.pool import CapacityUnavailable, ConcurrencyLimit
-
     from nextframe.live.host import get_host
 
     host = get_host()
     cost = get_spec(model).cost(width, height, fps)
-    share = max(cost.compute_share, float(getattr(settings, "CLIP_MIN_SHARE", 0.05)))
+    share = max(cost.compute_share, float(settings.CLIP_MIN_SHARE))
     try:
         res = host.pool.reserve(AUDIT_ORG, f"audit-clip-{uuid.uuid4().hex[:12]}", share,
                                 memory_bytes=cost.memory_bytes, priority="clip")

@@ -1,4 +1,4 @@
-"""REST views of the audits app: request an audit, read one. Thin: they call `nextframe.audits.actions`.
+"""REST views of the audits app: request an audit, read one. Thin: they call `nextframe.audits.queueing`.
 
 Who sees an audit: the organisation that asked for it (on demand), and every organisation for the
 audits the platform ran itself (start-up and CLI runs have no organisation: they measure the
@@ -15,8 +15,9 @@ from rest_framework.views import APIView
 
 from nextframe.api.errors import ApiError
 from nextframe.api.serializers import AuditSerializer, EmptyRequestSerializer
-from nextframe.audits import actions
 from nextframe.audits.models import AuditRun
+from nextframe.audits.plan import is_published
+from nextframe.audits.queueing import AuditRateLimited, AuditUnavailable, request_audit
 
 
 def visible_audits(organization) -> QuerySet:
@@ -28,7 +29,7 @@ def visible_audits(organization) -> QuerySet:
 def run_dict(run: AuditRun) -> dict:
     return {"id": run.pk, "object": "audit", "model": run.model_id, "kind": run.kind, "status": run.status,
             "source": run.source, "tier": run.tier or None, "declared_tier": run.declared_tier or None,
-            "published": actions.is_published(run) if run.status == "succeeded" else None,
+            "published": is_published(run) if run.status == "succeeded" else None,
             "created_at": run.created_at.isoformat(),
             "measured_at": run.measured_at.isoformat() if run.measured_at else None,
             "error": run.error or None, "evidence": run.evidence or None}
@@ -49,12 +50,12 @@ class ModelAuditView(APIView):
 
         EmptyRequestSerializer.check(request)
         try:
-            run = actions.request_audit(model_id, organization=getattr(request.auth, "organization", None))
+            run = request_audit(model_id, organization=getattr(request.auth, "organization", None))
         except UnknownModel:
             raise ApiError(f"unknown model {model_id!r}", code="not_found", status_code=404) from None
-        except actions.AuditRateLimited as exc:
+        except AuditRateLimited as exc:
             raise ApiError(str(exc), code="rate_limited", status_code=429, retry_after_s=exc.retry_after_s) from None
-        except actions.AuditUnavailable as exc:
+        except AuditUnavailable as exc:
             raise ApiError(str(exc), code="rate_limited", status_code=429, retry_after_s=30) from None
         return Response(run_dict(run), status=202)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import IO, Any
 
 from django.conf import settings
@@ -14,6 +14,7 @@ from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
+from nextframe import usage
 from nextframe.clips import files
 from nextframe.clips.models import TIER, Clip, ClipEvent, ClipLimits
 from nextframe.tenancy.models import Organization
@@ -132,10 +133,7 @@ def _check_upload(upload: IO[bytes], frames: int) -> None:
 def _check_quota(org: Organization) -> None:
     """Refuse a clip when the organisation's monthly GPU-second quota is used up (live sessions and
     clips count alike); a clip that starts under the quota may finish over it, as a live session can."""
-    from nextframe.live.actions import quota_remaining
-
-    remaining = quota_remaining(org)
-    if remaining is not None and remaining <= 0:
+    if usage.quota_exhausted(org):
         raise ClipError("the organisation's GPU-second quota for this month is used up",
                         "quota_exceeded", 402)
 
@@ -251,13 +249,7 @@ def _seconds(a, b) -> float | None:
 
 
 def cost_of(clip: Clip) -> str:
-    from inference.engines import EngineError, get_spec
-
-    try:
-        price = Decimal(get_spec(clip.model).price_per_gpu_second)
-    except EngineError:
-        price = Decimal(0)
-    return str((Decimal(clip.gpu_seconds) * price).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
+    return str(usage.clip_cost(clip.model, clip.gpu_seconds))
 
 
 def describe(clip: Clip) -> dict[str, Any]:
@@ -292,7 +284,7 @@ def describe(clip: Clip) -> dict[str, Any]:
             "fps_throughput": round(clip.frames / clip.render_s, 3) if run_s else None,
         },
         "usage": {"gpu_seconds": str(Decimal(clip.gpu_seconds).quantize(Decimal("0.000001"))),
-                  "cost": cost_of(clip), "currency": "usd", "share": clip.share},
+                  "cost": cost_of(clip), "currency": usage.CURRENCY, "share": clip.share},
         "video": _video(clip) if clip.status == S.SUCCEEDED and clip.video_name else None,
         "error": {"code": clip.error_code, "message": clip.error_message} if clip.error_code else None,
     }

@@ -80,7 +80,7 @@ class Clip(models.Model):
     share = models.FloatField(default=0.0, help_text="device share reserved from the pool")
     gpu_seconds = models.DecimalField(max_digits=14, decimal_places=6, default=0)
     # Soft delete: a deleted clip's files are gone and the API no longer shows it, but the row stays,
-    # because its gpu_seconds are usage of the month (nextframe.live.actions.gpu_seconds_this_month).
+    # because its gpu_seconds are usage of the month (nextframe.usage.gpu_seconds_this_month).
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="deleted by the customer (files removed)")
 
     class Meta:

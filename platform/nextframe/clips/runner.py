@@ -23,7 +23,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -31,15 +30,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from nextframe import usage
 from nextframe.clips import files
 from nextframe.clips.models import Clip, ClipEvent
 
 log = logging.getLogger(__name__)
 S = Clip.Status
-
-
-def setting(name: str, default: float) -> float:
-    return getattr(settings, name, default)
 
 
 @dataclass(frozen=True)
@@ -92,7 +88,7 @@ def _event(clip_id, from_status: str, to_status: str, attempt: int, detail: str 
 
 def claim(clip_id, host: str, pid: int) -> tuple[Clip | None, Outcome | None]:
     """Take the job for a new attempt; returns (clip, None) when claimed, else (None, outcome)."""
-    stale_after_s = setting("CLIP_STALE_AFTER_S", 30.0)
+    stale_after_s = settings.CLIP_STALE_AFTER_S
     now = timezone.now()
     clip = Clip.objects.filter(pk=clip_id).first()
     if clip is None:
@@ -153,7 +149,7 @@ def run_clip(clip_id, host: str | None = None, pid: int | None = None) -> Outcom
 
 def _attempt(clip: Clip) -> Outcome:
     """One claimed attempt: reserve capacity, render, release; every path returns an Outcome."""
-    max_attempts = int(setting("CLIP_MAX_ATTEMPTS", 3))
+    max_attempts = int(settings.CLIP_MAX_ATTEMPTS)
     # Attempts that ended neither by an error nor by capacity: their worker died mid-job. A job that
     # keeps killing its workers is stopped here instead of taking every worker down in turn.
     deaths = clip.attempts - 1 - clip.preemptions - clip.failures
@@ -170,7 +166,7 @@ def _attempt(clip: Clip) -> Outcome:
                              priority="clip")
         leased = _LeaseClock(pool, lease)
     except (CapacityUnavailable, ConcurrencyLimit) as exc:
-        delay = float(getattr(exc, "retry_after_s", setting("CLIP_RETRY_DELAY_S", 5.0)))
+        delay = float(getattr(exc, "retry_after_s", settings.CLIP_RETRY_DELAY_S))
         return _requeue(clip, delay, "capacity_unavailable", preempted=True)
     except Exception as exc:  # noqa: BLE001 - pool backend unreachable, engine gone: retried, bounded
         log.exception("clip %s could not reserve capacity", clip.pk)
@@ -205,7 +201,7 @@ def _cost(clip: Clip) -> tuple[float, int]:
 
     cost = get_spec(clip.model).cost(clip.width, clip.height, clip.fps)
     # A clip renders as fast as its share allows; a floor keeps a tiny clip from reserving nothing.
-    return max(cost.compute_share, setting("CLIP_MIN_SHARE", 0.05)), cost.memory_bytes
+    return max(cost.compute_share, settings.CLIP_MIN_SHARE), cost.memory_bytes
 
 
 def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
@@ -239,7 +235,7 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
     stored = ""
     source = None
     try:
-        batch = batch_size(int(setting("CLIP_BATCH_FRAMES", 8)), get_spec(clip.model).chunk_frames)
+        batch = batch_size(int(settings.CLIP_BATCH_FRAMES), get_spec(clip.model).chunk_frames)
         inputs = None
         if clip.input_name:
             # Decoded lazily, batch by batch, while rendering: memory does not grow with the clip.
@@ -260,17 +256,17 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
         playable_at = timezone.now()
         keeper.stop()  # before the release: the keeper must not heartbeat a lease given back
         run_s = leased.release()
-        gpu_seconds = Decimal(str(round(share * run_s, 6)))
-        if _transition(clip, S.SUCCEEDED, video_name=stored, video_bytes=result.bytes, codec=result.codec,
-                       frames_done=result.frames, first_frame_at=playable_at, started_at=leased.started_at,
-                       finished_at=timezone.now(), render_s=run_s, share=share, gpu_seconds=gpu_seconds,
-                       claim=""):
-            return Outcome("done", S.SUCCEEDED)
+        with transaction.atomic():  # the outcome and its usage are written together or not at all
+            if _transition(clip, S.SUCCEEDED, video_name=stored, video_bytes=result.bytes, codec=result.codec,
+                           frames_done=result.frames, first_frame_at=playable_at, started_at=leased.started_at,
+                           finished_at=timezone.now(), render_s=run_s, share=share, claim=""):
+                usage.record_clip(clip.pk, share, run_s)
+                return Outcome("done", S.SUCCEEDED)
         files.delete(stored)  # cancelled (or taken over) between the last heartbeat and now
         return Outcome("noop", "abandoned", reason="lost ownership before publishing")
     except LeaseLost as lost:
         files.delete(stored)
-        return _requeue(clip, setting("CLIP_PREEMPTED_RETRY_S", 5.0), f"lease lost: {lost.reason}", preempted=True)
+        return _requeue(clip, settings.CLIP_PREEMPTED_RETRY_S, f"lease lost: {lost.reason}", preempted=True)
     except _Stop as stop:
         files.delete(stored)
         return Outcome("noop", "abandoned", reason=stop.reason)
@@ -307,11 +303,11 @@ def _requeue(clip: Clip, delay_s: float, reason: str, preempted: bool) -> Outcom
 
 
 def _retry_after_error(clip: Clip, exc: Exception) -> Outcome:
-    max_attempts = int(setting("CLIP_MAX_ATTEMPTS", 3))
+    max_attempts = int(settings.CLIP_MAX_ATTEMPTS)
     if clip.failures + 1 >= max_attempts:
         _fail(clip, "render_error", f"{type(exc).__name__}: {exc}", failures=F("failures") + 1)
         return Outcome("done", S.FAILED, reason="retries exhausted")
-    delay = setting("CLIP_RETRY_DELAY_S", 5.0) * (2 ** clip.failures)
+    delay = settings.CLIP_RETRY_DELAY_S * (2 ** clip.failures)
     changes = {"claim": "", "heartbeat_at": None, "frames_done": 0, "failures": F("failures") + 1,
                "error_message": f"{type(exc).__name__}: {exc}"[:2000],
                "not_before": timezone.now() + timedelta(seconds=delay)}
@@ -350,7 +346,7 @@ def sweep_work_dirs(host: str | None = None) -> int:
         entries = list(root.iterdir())  # listed before the query: a folder exists only once its claim does
     except FileNotFoundError:
         return 0
-    stale_after_s = setting("CLIP_STALE_AFTER_S", 30.0)
+    stale_after_s = settings.CLIP_STALE_AFTER_S
     now, host = timezone.now(), host or socket.gethostname()
     alive = {f"{c.pk}.{c.claim}" for c in Clip.objects.filter(status=S.RUNNING).only(
         "id", "claim", "heartbeat_at", "claim_host", "claim_pid") if not owner_is_dead(c, now, stale_after_s, host)}
@@ -372,7 +368,7 @@ def stale_jobs(host: str | None = None) -> list:
     """Ids of jobs whose message may be gone: running under a dead attempt, or queued and due but
     not enqueued for a while (the filesystem broker deletes a message when it is fetched, so a
     worker killed mid-job takes the message with it)."""
-    stale_after_s = setting("CLIP_STALE_AFTER_S", 30.0)
+    stale_after_s = settings.CLIP_STALE_AFTER_S
     now = timezone.now()
     host = host or socket.gethostname()
     out = []

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]  # zope ships no stubs
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def attach(protocol: Any, scope: dict, abort_after_s: float | None,
     if call_later is None:
         from twisted.internet import reactor  # daphne's (asyncio) reactor, already installed
 
-        call_later = reactor.callLater
+        call_later = reactor.callLater  # type: ignore[assignment]  # IReactorTime's untyped signature
     flow = SocketFlow(abort=getattr(transport, "abortConnection", None), abort_after_s=abort_after_s,
                       call_later=call_later)
     # daphne upgrades an HTTP connection to a WebSocket and leaves twisted.web's HTTPChannel
@@ -142,7 +143,7 @@ def install(slow_reader_timeout_s: float | None = None) -> None:
             attach(protocol, scope, abort_after_s)
         return original(self, protocol, scope)
 
-    create_application._nextframe_flow = True
+    create_application._nextframe_flow = True  # type: ignore[attr-defined]  # the patched-once marker
     Server.create_application = create_application
 
 

@@ -44,6 +44,10 @@ INSTALLED_APPS = [
     "nextframe.live",
     "nextframe.clips",
     "nextframe.audits",
+    # The top-level packages' Django apps (each a home of its own, beside its pure core).
+    "moderation",
+    "billing",
+    "frontend",
 ]
 
 MIDDLEWARE = [
@@ -62,7 +66,7 @@ ASGI_APPLICATION = "nextframe.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [Path(__file__).resolve().parent.parent / "templates"],
+        "DIRS": [],  # the pages are the frontend app's (frontend/templates/)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -159,6 +163,24 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# WhiteNoise serves /static/ from the apps' static folders (found at start-up, no collectstatic
+# step on a fresh install) and from STATIC_ROOT if an operator ran collectstatic into it.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "whitenoise.middleware.WhiteNoiseMiddleware")
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
+Path(STATIC_ROOT).mkdir(exist_ok=True)  # WhiteNoise warns about a missing one on every start
+
+# --- Web server (nextframe.web): connection and body limits enforced by daphne --------------------
+# Seconds a connection has to send its request headers (from accept, or from the end of the
+# previous response on a keep-alive connection); 0 turns the deadline off.
+HTTP_HEADER_TIMEOUT_S = env_float("NEXTFRAME_HTTP_HEADER_TIMEOUT_S", 10.0, minimum=0.0)
+# Seconds an HTTP connection may send nothing while its request (body) arrives; 0: Twisted's 12 h.
+HTTP_IDLE_TIMEOUT_S = env_float("NEXTFRAME_HTTP_IDLE_TIMEOUT_S", 30.0, minimum=0.0)
+# Open connections per client address (the TCP peer: behind a proxy, the proxy); 0: no cap.
+HTTP_MAX_CONNECTIONS_PER_CLIENT = env_int("NEXTFRAME_HTTP_MAX_CONNECTIONS_PER_CLIENT", 100, minimum=0)
+# Open connections in total; 0: the file-descriptor limit less 256 kept for the database and files.
+HTTP_MAX_CONNECTIONS = env_int("NEXTFRAME_HTTP_MAX_CONNECTIONS", 0, minimum=0)
 
 # --- Auth ---------------------------------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"
@@ -209,7 +231,7 @@ AXES_FAILURE_LIMIT = env_int("NEXTFRAME_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_float("NEXTFRAME_LOGIN_COOLOFF_S", 900.0, minimum=1.0) / 3600.0  # hours
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "nextframe.dashboard.login_locked_out"
+AXES_LOCKOUT_CALLABLE = "frontend.dashboard.login_locked_out"
 AXES_VERBOSE = False
 # The OpenAPI document: error responses, bounds and list envelopes on every operation.
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "nextframe.api.schema.AutoSchema"
@@ -250,6 +272,7 @@ LIVE_TEXT_RATE_PER_S = env_int("NEXTFRAME_LIVE_TEXT_RATE_PER_S", 50, minimum=1)
 LIVE_SLOW_READER_TIMEOUT_S = env_float("NEXTFRAME_LIVE_SLOW_READER_TIMEOUT_S", 10.0, minimum=1.0)
 
 # --- Clip tier ----------------------------------------------------------------------------------
+# Typed here with their defaults, and read as settings.CLIP_* (nextframe.clips): no second default.
 CLIP_BATCH_FRAMES = env_int("NEXTFRAME_CLIP_BATCH_FRAMES", 8, minimum=1)
 CLIP_STALE_AFTER_S = env_float("NEXTFRAME_CLIP_STALE_AFTER_S", 30.0, minimum=1.0)
 CLIP_SWEEP_INTERVAL_S = env_float("NEXTFRAME_CLIP_SWEEP_INTERVAL_S", 30.0, minimum=0.0)
@@ -262,6 +285,8 @@ CLIP_VIDEO_URL_TTL_S = env_int("NEXTFRAME_CLIP_VIDEO_URL_TTL_S", 3600, minimum=1
 CLIP_WORK_DIR = env_str("NEXTFRAME_CLIP_WORK_DIR", str(DATA_DIR / "work" / "clips"))
 
 # --- Tier audits --------------------------------------------------------------------------------
+# Typed here with their defaults, and read as settings.NEXTFRAME_AUDIT_* (nextframe.audits.plan,
+# .evidence, .queueing, .worker, .server): no second default.
 NEXTFRAME_AUDIT_ON_STARTUP = env_bool("NEXTFRAME_AUDIT_ON_STARTUP", True)
 NEXTFRAME_AUDIT_STALE_AFTER_S = env_float("NEXTFRAME_AUDIT_STALE_AFTER_S", 86400.0, minimum=1.0)
 NEXTFRAME_AUDIT_STARTUP_DELAY_S = env_float("NEXTFRAME_AUDIT_STARTUP_DELAY_S", 10.0, minimum=0.0)

@@ -1,12 +1,8 @@
+"""The audits' tests measure timing: torch on one intra-op thread, as the device worker runs
+(the fixture is `inference.testing.one_torch_thread`)."""
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Audits measure timing: one intra-op thread, as the device worker runs (docs/frame-loop.md)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)

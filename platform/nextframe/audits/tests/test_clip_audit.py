@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from inference.audit import clip as clip_audit
-from nextframe.audits import actions
+from nextframe.audits import runs
 
 pytestmark = pytest.mark.django_db
 
@@ -12,7 +12,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def pool(settings):
     from inference.pool import CpuProbe, build_pool
-
     from nextframe.capacity import set_pool
     from nextframe.live.host import reset_host
 
@@ -35,7 +34,7 @@ def test_the_clip_audit_holds_a_clip_lease_while_it_renders_and_releases_it(pool
         return real(*args, **kwargs)
 
     monkeypatch.setattr(clip_audit, "audit_clip", spy)
-    run = actions.run_clip_audit("identity", "on_demand")
+    run = runs.run_clip_audit("identity", "on_demand")
     assert run.status == "succeeded", run.error
     assert seen and seen[0] > 0  # reserved at clip priority during the render
     assert sum(row.get("reserved_clip", 0.0) for row in pool.usage().values()) == 0  # and given back
@@ -44,7 +43,7 @@ def test_the_clip_audit_holds_a_clip_lease_while_it_renders_and_releases_it(pool
 def test_without_capacity_the_clip_audit_fails_instead_of_running_unreserved(pool):
     live = pool.reserve("acme", "live-1", 1.0)
     try:
-        run = actions.run_clip_audit("identity", "on_demand")
+        run = runs.run_clip_audit("identity", "on_demand")
     finally:
         pool.release(live)
     assert run.status == "failed" and "capacity_unavailable" in run.error
@@ -60,5 +59,5 @@ def test_a_clip_audit_whose_lease_is_lost_stops_preempted(pool, monkeypatch):
         on_lost("preempted by a live session")
 
     monkeypatch.setattr(get_host(), "keep", keep_then_lose)
-    run = actions.run_clip_audit("identity", "on_demand")
+    run = runs.run_clip_audit("identity", "on_demand")
     assert run.status == "failed" and "preempted" in run.error

@@ -14,7 +14,8 @@ import pytest
 
 from tests.server import http, running_server
 
-pytestmark = pytest.mark.slow
+# The server picks its own profile (embedded unless a case says otherwise): once per `make test`.
+pytestmark = [pytest.mark.slow, pytest.mark.profile("embedded")]
 
 SERVER_ENV = {"NEXTFRAME_EXTRA_ENGINES": "inference.audit.reference_engines", "NEXTFRAME_AUDIT_ON_STARTUP": "0",
               "NEXTFRAME_AUDIT_SIZE": "64x64", "NEXTFRAME_AUDIT_SESSIONS": "2", "OMP_NUM_THREADS": "1"}

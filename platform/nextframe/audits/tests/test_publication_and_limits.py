@@ -8,20 +8,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from nextframe.audits import actions
+from nextframe.audits import runs, worker
 from nextframe.audits.cli import main
+from nextframe.audits.evidence import latest_evidence, needs_audit
 from nextframe.audits.models import AuditRun
+from nextframe.audits.plan import deployment_plan, is_published
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def fresh_host():
-    from nextframe.live.host import reset_host
-
-    reset_host()
-    yield
-    reset_host()
 
 
 def live_evidence(model: str, tier: str, plan: dict | None) -> dict:
@@ -31,29 +24,29 @@ def live_evidence(model: str, tier: str, plan: dict | None) -> dict:
 
 def test_only_runs_with_the_deployments_plan_are_published_whatever_their_source(settings):
     settings.NEXTFRAME_AUDIT_SIZE, settings.NEXTFRAME_AUDIT_SESSIONS = "64x64", 2
-    published = actions.record(live_evidence("stylize", "interactive", actions.deployment_plan()), source="cli")
-    other = dict(actions.deployment_plan(), width=16, height=16, fps=60.0)
-    adhoc = actions.record(live_evidence("stylize", "streaming", other), source="startup")
-    planless = actions.record(live_evidence("stylize", "streaming", None), source="on_demand")
-    assert actions.is_published(published) and not actions.is_published(adhoc)
-    assert not actions.is_published(planless)
-    ev = actions.latest_evidence("stylize")
+    published = runs.record(live_evidence("stylize", "interactive", deployment_plan()), source="cli")
+    other = dict(deployment_plan(), width=16, height=16, fps=60.0)
+    adhoc = runs.record(live_evidence("stylize", "streaming", other), source="startup")
+    planless = runs.record(live_evidence("stylize", "streaming", None), source="on_demand")
+    assert is_published(published) and not is_published(adhoc)
+    assert not is_published(planless)
+    ev = latest_evidence("stylize")
     assert ev["audit_id"] == published.pk and ev["tier"] == "interactive"
     # A changed plan unpublishes what was measured with the old one (and start-up audits re-measure).
     settings.NEXTFRAME_AUDIT_SIZE = "128x128"
-    assert actions.latest_evidence("stylize") is None and actions.needs_audit("stylize")
+    assert latest_evidence("stylize") is None and needs_audit("stylize")
 
 
 def test_unusable_audit_settings_publish_nothing_and_do_not_break_the_catalog(settings, api_key, client_for):
-    actions.record(live_evidence("stylize", "interactive", actions.deployment_plan()), source="cli")
+    runs.record(live_evidence("stylize", "interactive", deployment_plan()), source="cli")
     settings.NEXTFRAME_AUDIT_SESSIONS = 1  # an audit needs 2
-    assert actions.latest_evidence("stylize") is None
+    assert latest_evidence("stylize") is None
     assert client_for(api_key).get("/v1/models").status_code == 200
 
 
 def test_a_cli_audit_at_another_size_is_recorded_unpublished_and_says_so(settings, capsys, fresh_host):
     settings.NEXTFRAME_AUDIT_SIZE, settings.NEXTFRAME_AUDIT_SESSIONS = "64x64", 2
-    deployment = actions.record(live_evidence("dreamfield", "interactive", actions.deployment_plan()),
+    deployment = runs.record(live_evidence("dreamfield", "interactive", deployment_plan()),
                                 source="startup")
     code = main(["--model", "dreamfield", "--size", "16x16", "--fps", "60", "--sessions", "2", "--controls", "2",
                  "--json"])
@@ -64,12 +57,11 @@ def test_a_cli_audit_at_another_size_is_recorded_unpublished_and_says_so(setting
     assert "NOT published" in captured.err and "16x16 at 60 fps" in captured.err
     adhoc = AuditRun.objects.get(pk=out["recorded_as"]["audit_id"])
     assert adhoc.status == "succeeded" and adhoc.source == "cli" and adhoc.evidence["width"] == 16
-    assert actions.latest_evidence("dreamfield")["audit_id"] == deployment.pk  # still the plan's run
+    assert latest_evidence("dreamfield")["audit_id"] == deployment.pk  # still the plan's run
 
 
 def test_a_cli_clip_audit_with_the_deployments_plan_is_published(settings, capsys, fresh_host):
     from inference.pool import CpuProbe, build_pool
-
     from nextframe.capacity import set_pool
 
     settings.NEXTFRAME_AUDIT_SIZE, settings.NEXTFRAME_AUDIT_SESSIONS = "32x32", 2
@@ -106,7 +98,7 @@ def test_cli_bad_usage_is_a_clear_message_and_exit_2(argv, message, capsys):
 @pytest.fixture
 def no_worker(monkeypatch):
     submitted: list[int] = []
-    monkeypatch.setattr(actions._worker, "submit", lambda run_id, with_clip: submitted.append(run_id))
+    monkeypatch.setattr(worker.worker, "submit", lambda run_id, with_clip: submitted.append(run_id))
     return submitted
 
 
@@ -135,10 +127,10 @@ def test_a_refusal_by_a_full_queue_does_not_use_up_the_organisations_share(setti
     settings.NEXTFRAME_AUDIT_PER_ORG_PER_HOUR = 1
 
     def full(run_id, with_clip):
-        raise actions.AuditUnavailable("16 audits are already queued")
+        raise worker.AuditUnavailable("16 audits are already queued")
 
-    monkeypatch.setattr(actions._worker, "submit", full)
+    monkeypatch.setattr(worker.worker, "submit", full)
     client = client_for(api_key)
     assert client.post("/v1/models/stylize/audit").status_code == 429
-    monkeypatch.setattr(actions._worker, "submit", lambda run_id, with_clip: None)
+    monkeypatch.setattr(worker.worker, "submit", lambda run_id, with_clip: None)
     assert client.post("/v1/models/stylize/audit").status_code == 202

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from nextframe.audits import actions, server
+from nextframe.audits import server
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def fresh(monkeypatch):
     monkeypatch.setattr(server, "_serving", False)
     monkeypatch.setattr(server, "_started", None)
     started = []
-    monkeypatch.setattr(actions, "start_startup_audits", lambda: started.append(1) or f"thread {len(started)}")
+    monkeypatch.setattr(server, "start_startup_audits", lambda: started.append(1) or f"thread {len(started)}")
     return started
 
 

@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from nextframe.audits import actions
+from nextframe.audits import runs
 from nextframe.audits.models import AuditRun
+from nextframe.audits.worker import MAX_QUEUED_AUDITS, Worker
 
 # The worker thread reads the rows through its own connection: they must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,20 +44,20 @@ def test_a_submit_racing_the_idle_exit_is_run_not_left_queued(monkeypatch):
             second_ran.set()
         return run
 
-    monkeypatch.setattr(actions, "run_audit", fake_run_audit)
-    worker = actions._Worker()
-    worker._q = RacingQueue(actions.MAX_QUEUED_AUDITS, lambda: worker.submit(second.pk, False))
-    worker.submit(first.pk, False)
+    monkeypatch.setattr(runs, "run_audit", fake_run_audit)
+    audit_worker = Worker()
+    audit_worker._q = RacingQueue(MAX_QUEUED_AUDITS, lambda: audit_worker.submit(second.pk, False))
+    audit_worker.submit(first.pk, False)
     # Event-based: the second run either happens (fixed) or never does (the race); 10 s only bounds a failure.
     assert second_ran.wait(10), f"the racing submit was never run (ran: {ran})"
     assert ran == [first.pk, second.pk]
-    thread = worker._thread
+    thread = audit_worker._thread
     if thread is not None:
         thread.join(10)
     # The thread ended idle, and a later submit starts a new one.
-    worker._q = queue.Queue(actions.MAX_QUEUED_AUDITS)
+    audit_worker._q = queue.Queue(MAX_QUEUED_AUDITS)
     third_ran = threading.Event()
-    monkeypatch.setattr(actions, "run_audit", lambda model_id, source, run=None, transport=None: third_ran.set())
-    worker._idle_s = 0.0
-    worker.submit(first.pk, False)
+    monkeypatch.setattr(runs, "run_audit", lambda model_id, source, run=None, transport=None: third_ran.set())
+    audit_worker._idle_s = 0.0
+    audit_worker.submit(first.pk, False)
     assert third_ran.wait(10)

@@ -267,7 +267,7 @@ def test_a_clip_is_refused_when_the_monthly_gpu_quota_is_used_up(client_for, api
 
 
 def test_deleting_a_finished_clip_keeps_its_usage_and_hides_it_everywhere(client_for, api_key, org, pool, media):
-    from nextframe.live.actions import gpu_seconds_this_month
+    from nextframe.usage import gpu_seconds_this_month
 
     client = client_for(api_key)
     clip_id = create(client).json()["id"]

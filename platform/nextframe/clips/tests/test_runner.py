@@ -400,3 +400,24 @@ def test_the_recovery_sweep_removes_work_folders_of_dead_attempts_only(org, sett
     recover_stale_clips()
     assert sorted(p.name for p in work.iterdir()) == [keep.name]
     assert runner.sweep_work_dirs() == 0
+
+
+def test_a_clip_succeeds_only_with_its_usage_written_through_the_seam(org, pool, monkeypatch):
+    from nextframe import usage
+
+    calls = []
+    real = usage.record_clip
+    monkeypatch.setattr(usage, "record_clip", lambda *args: calls.append(args) or real(*args))
+    done = new_clip(org)
+    assert runner.run_clip(done.pk).status == "succeeded"
+    done.refresh_from_db()
+    assert len(calls) == 1 and calls[0][0] == done.pk and done.gpu_seconds > 0
+
+    def unwritable(*args):
+        raise RuntimeError("ledger unreachable")
+
+    monkeypatch.setattr(usage, "record_clip", unwritable)
+    unbilled = new_clip(org)
+    runner.run_clip(unbilled.pk)
+    # The outcome and its usage are one transaction: no clip is delivered without its usage.
+    assert Clip.objects.get(pk=unbilled.pk).status != "succeeded"

@@ -130,7 +130,13 @@ class Platform:
                 proc.wait()
 
 
-@pytest.fixture(params=["filesystem", "redis"])
+# The broker of each profile, in that profile's pass: the filesystem broker with SQLite (embedded),
+# Redis with PostgreSQL (scaled), as deployments run them.
+BROKERS = [pytest.param("filesystem", marks=pytest.mark.profile("embedded")),
+           pytest.param("redis", marks=pytest.mark.profile("scaled"))]
+
+
+@pytest.fixture(params=BROKERS)
 def platform(request, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "NEXTFRAME_DATA_DIR"}}
     env.update(DJANGO_SETTINGS_MODULE="nextframe.clips.tests.e2e_settings", NEXTFRAME_DATA_DIR=str(tmp_path / "data"),
@@ -138,9 +144,8 @@ def platform(request, tmp_path):
                NEXTFRAME_TEST_RENDER_LOG=str(tmp_path / "renders.log"), PYTHONUNBUFFERED="1",
                NEXTFRAME_CPU_CAPACITY="1.0")
     if request.param == "redis":
-        redis_url = request.getfixturevalue("redis_url")
-        # DB 12 and a per-run key prefix: nothing shared with other tests using the same server.
-        env["REDIS_URL"] = redis_url.rsplit("/", 1)[0] + "/12"
+        # The suite's Redis (TEST_REDIS_URL) and a per-run key prefix: nothing shared with other runs.
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
         env["NEXTFRAME_TEST_KEYPREFIX"] = f"nf-e2e-{uuid.uuid4().hex[:8]}:"
     database = None
     if os.environ.get("NEXTFRAME_TEST_PROFILE") == "scaled":
@@ -248,6 +253,6 @@ def test_killed_worker_the_job_finishes_exactly_once(platform, tmp_path):
     kill_mid_job_then_check(platform, tmp_path, whole_worker=True)
 
 
-@pytest.mark.parametrize("platform", ["filesystem"], indirect=True)
+@pytest.mark.parametrize("platform", BROKERS[:1], indirect=True)
 def test_killed_pool_child_the_job_finishes_exactly_once(platform, tmp_path):
     kill_mid_job_then_check(platform, tmp_path, whole_worker=False)

@@ -367,8 +367,8 @@ async def test_control_seq_must_increase(key):
 
 
 async def test_a_bug_while_handling_a_message_ends_the_session_and_frees_everything(key, monkeypatch):
-    from nextframe.capacity import get_pool
     from inference.runtime import SessionHandle
+    from nextframe.capacity import get_pool
 
     comm = await connect(key)
     await start(comm, "dreamfield", width=64, height=64)
@@ -401,15 +401,15 @@ async def test_a_cancelled_consumer_still_releases_and_records(key):
 
 
 async def test_failing_ticks_end_the_session_instead_of_running_unchecked(key, settings, monkeypatch):
+    from nextframe import usage
     from nextframe.capacity import get_pool
-    from nextframe.live import actions as live_actions
 
     settings.LIVE_METRICS_INTERVAL_S = 0.05
 
     def locked(*args, **kwargs):
         raise RuntimeError("database is locked")
 
-    monkeypatch.setattr(live_actions, "checkpoint", locked)
+    monkeypatch.setattr(usage, "record_live", locked)
     comm = await connect(key)
     await start(comm, "dreamfield", width=64, height=64)
     ended = await next_json(comm)
@@ -579,3 +579,23 @@ async def test_a_socket_that_never_drains_ends_the_session_with_slow_reader(key,
     assert get_pool().active_leases() == []
     record = await database_sync_to_async(LiveSession.objects.get)()
     assert record.status == "ended" and record.end_reason == "slow_reader"
+
+
+# -- issue 10: the frame-moderation seam reaches the socket -------------------------------------------
+
+async def test_a_frame_replaced_by_the_hosts_frame_check_is_announced_before_it(key):
+    from nextframe.live import host as live_host
+    from nextframe.live.host import FrameVerdict, LiveHost
+
+    def blackout_first(context, frame_index, pixels):
+        return FrameVerdict("test", np.zeros_like(pixels)) if frame_index == 0 else None
+
+    live_host.reset_host()
+    live_host._host = LiveHost(frame_check=blackout_first)
+    comm = await connect(key)
+    await start(comm, "dreamfield", width=64, height=64, fps=30)
+    announced = await next_json(comm)
+    assert announced == {"type": "moderation", "frame": 0, "action": "replaced", "category": "test"}
+    first = await next_frame(comm)
+    assert first.header.frame_index == 0 and simplejpeg.decode_jpeg(first.jpeg).mean() < 8
+    await stop(comm)

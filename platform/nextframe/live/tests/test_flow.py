@@ -62,7 +62,8 @@ def test_a_connection_still_backed_up_at_the_backstop_is_aborted():
 def test_attach_replaces_daphnes_leftover_producer_and_publishes_the_flow_in_the_scope():
     class Transport:
         def __init__(self) -> None:
-            self.producer, self.streaming = "http-channel", None
+            self.producer: str | None = "http-channel"
+            self.streaming: bool | None = None
 
         def unregisterProducer(self) -> None:
             self.producer = None

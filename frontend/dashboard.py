@@ -28,7 +28,7 @@ def home(request):
         {"org": org, "keys": list(org.api_keys.order_by("-created_at"))}
         for org in orgs
     ]
-    return render(request, "nextframe/dashboard.html", {"rows": rows})
+    return render(request, "frontend/dashboard.html", {"rows": rows})
 
 
 def login_locked_out(request: HttpRequest, credentials: dict | None = None, *args, **kwargs) -> HttpResponse:
@@ -38,7 +38,7 @@ def login_locked_out(request: HttpRequest, credentials: dict | None = None, *arg
     attempt in it is refused without checking the password.
     """
     retry = max(1, math.ceil(float(settings.AXES_COOLOFF_TIME) * 3600))
-    body = render_to_string("nextframe/locked_out.html", {"retry_after_s": retry}, request=request)
+    body = render_to_string("frontend/locked_out.html", {"retry_after_s": retry}, request=request)
     response = HttpResponse(body, status=429)
     response["Retry-After"] = str(retry)
     return response

@@ -1,0 +1,14 @@
+"""The frontend's pages, included at the site root by `nextframe.urls`."""
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from frontend import dashboard
+
+urlpatterns = [
+    path("accounts/login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("dashboard/", dashboard.home, name="dashboard"),
+    path("", dashboard.root),
+]

@@ -1,0 +1,11 @@
+"""The moderation Django app: per-organisation policies and the audit log (models come with the
+moderation issue). The pure core beside it never imports Django."""
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ModerationConfig(AppConfig):
+    name = "moderation"
+    label = "moderation"
+    verbose_name = "NextFrame moderation"
