@@ -397,12 +397,16 @@ class LiveSessionService:
 
 
 def catalog_tier(spec: EngineSpec) -> str:
-    """The tier announced in session.ready: the measured one when an audit exists."""
-    try:
-        from nextframe.api.catalog import evidence_for
+    """The tier announced in session.ready: the measured one when an audit exists.
 
+    Reading the evidence must not refuse a session (the declared tier is then announced), but a
+    failure is logged, never hidden: an import error here is a bug, not a missing audit."""
+    from nextframe.api.catalog import evidence_for
+
+    try:
         evidence = evidence_for(spec.id)
     except Exception:
+        log.exception("audit evidence of %s could not be read; session.ready announces the declared tier", spec.id)
         evidence = None
     # session.ready can only say interactive or streaming (protocol v1); a live model measured as
     # anything else keeps its declared label there, and GET /v1/models shows the disagreement.
