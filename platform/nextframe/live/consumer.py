@@ -188,7 +188,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     # --- session.start ----------------------------------------------------------------------------
 
     async def _on_start(self, msg) -> None:
-        from inference.engines import InvalidParams, UnknownModel, get_spec
+        from inference.engines import InvalidParams, UnknownModel, get_engine, get_spec
         from inference.pool import CapacityUnavailable, ConcurrencyLimit
         from inference.runtime import SessionConfig
 
@@ -217,6 +217,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._refuse(ErrorCode.QUOTA_EXCEEDED, "the organisation's monthly GPU-seconds are used up",
                                reason="quota exceeded")
             return
+        # The engine's first use builds it (torch import, model build: 12-13 s measured on a busy
+        # 2-core node): done here, off the event loop and before reserving, so that no lease goes
+        # unheartbeated meanwhile (it expired at its first heartbeat) and no session stalls.
+        await asyncio.to_thread(get_engine, spec.id)
         cost = spec.cost(width, height, fps)
         session_id = new_session_id()
         host = get_host()
