@@ -101,3 +101,32 @@ def test_thread_heartbeats_and_stops_cleanly():
     pool.release(res)
     with pytest.raises(LeaseLost):
         pool.heartbeat(res)
+
+
+def _wait_for(predicate, timeout_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_lease_handed_over_late_in_its_life_is_heartbeated_at_once(clock, tmp_path):
+    """The embedded `nextframe up` bug: a live session reserved, then built its engine (cold torch
+    import and model build: 12-13 s on a busy 2-core node) before handing the lease to the running
+    keeper, whose next round came a whole interval later -- after the 15 s TTL. The real SQLite
+    backend, as the web process uses it; the pool's clock stands in for the slow start."""
+    from inference.pool.sqlite import SqliteBackend
+
+    pool = Pool(SqliteBackend(str(tmp_path / "pool.sqlite3")), FakeProbe.gpus(1), clock=clock, ttl_s=TTL,
+                device_ttl_s=3600.0)
+    with LeaseKeeper(pool, interval_s=60.0, refresh_devices=False) as keeper:  # rounds far apart, in real time
+        res = pool.reserve("org1", "s1", 0.5)
+        clock.t += TTL - 1.0  # the session start takes most of the TTL before keep()
+        keeper.add(res)
+        assert _wait_for(lambda: keeper.current(res.lease_id).expires_at == clock() + TTL), \
+            "the keeper did not heartbeat a newly added lease before its next round"
+        clock.t += TTL - 1.0  # past the reservation's first expiry, within the heartbeated one
+        assert [r.session_id for r in pool.active_leases()] == ["s1"]
+        pool.heartbeat(keeper.current(res.lease_id))

@@ -116,6 +116,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         message = protocol.parse_client_message(text or "")
         if isinstance(message, protocol.SessionStart):
+            # The engine's first use in a process builds it (seconds; 12-13 s seen on a busy node):
+            # off the event loop and off the shared database thread, before anything is reserved.
+            await asyncio.to_thread(service.warm_engine, message.model)
             ready = await database_sync_to_async(service.start)(message, self.bridge)
             await self._send_text(protocol.SessionReady(
                 session_id=ready.session_id, model=ready.model, tier=ready.tier, width=ready.width,

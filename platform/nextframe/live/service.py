@@ -150,6 +150,20 @@ class LiveSessionService:
 
     # --- admission ------------------------------------------------------------------------------
 
+    def warm_engine(self, model: str) -> None:
+        """Build `model`'s engine if this process has not yet (torch, weights: seconds).
+
+        Called before `start`, off the event loop and off the database thread: a lease reserved
+        before a long build went unheartbeated past its TTL (the session then ended `server_error`
+        at its first heartbeat), and a build on the event loop froze every socket of the node. An
+        unknown model is left for `start` to refuse with its code."""
+        from inference.engines import UnknownModel, get_engine
+
+        try:
+            get_engine(model)
+        except UnknownModel:
+            pass
+
     def start(self, msg: protocol.SessionStart, events: SessionEvents) -> Ready:
         """Validate, check the key and the quota, reserve, open the runtime session and its record.
 
