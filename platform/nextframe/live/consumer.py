@@ -26,7 +26,6 @@ from nextframe.live.bridge import SocketBridge
 from nextframe.live.flow import flow_of
 from nextframe.live.service import ControlRejected, KeyRevoked, LiveSessionService, Rejected
 from nextframe.tenancy import actions as tenancy
-from nextframe.usage import CURRENCY
 
 if TYPE_CHECKING:
     from inference.runtime import OutputFrame
@@ -120,10 +119,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             # off the event loop and off the shared database thread, before anything is reserved.
             await asyncio.to_thread(service.warm_engine, message.model)
             ready = await database_sync_to_async(service.start)(message, self.bridge)
-            await self._send_text(protocol.SessionReady(
-                session_id=ready.session_id, model=ready.model, tier=ready.tier, width=ready.width,
-                height=ready.height, fps=ready.fps, frame_budget_ms=ready.frame_budget_ms, device=ready.device,
-                share=ready.share, price_per_gpu_second=ready.price_per_gpu_second, currency=CURRENCY).to_json())
+            await self._send_text(ready.to_json())
             self.tasks = [asyncio.create_task(self._sender(service)), asyncio.create_task(self._ticker(service))]
         elif isinstance(message, protocol.Control):
             service.control(message.seq, message.prompt, message.params)

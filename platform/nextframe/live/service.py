@@ -2,7 +2,7 @@
 
 The WebSocket consumer (nextframe.live.consumer) is socket plumbing over this service, the way
 vLLM's async front sits over EngineCore: it parses messages, calls a method here, and turns what
-comes back (a `Ready`, a `Tick`, a `Usage`, or a `Rejected`/`ControlRejected`) into protocol
+comes back (the `protocol.SessionReady` to send, a `Tick`, a `Usage`, or a `Rejected`/`ControlRejected`) into protocol
 messages. Everything that decides - validation, revocation, quota, reservation, the record, limits,
 ending exactly once - is here and is tested without a socket (live/tests/test_service.py).
 
@@ -91,22 +91,6 @@ class SessionEvents(Protocol):
 
 
 @dataclass(frozen=True)
-class Ready:
-    """An admitted session: what `session.ready` announces."""
-
-    session_id: str
-    model: str
-    tier: str
-    width: int
-    height: int
-    fps: int
-    frame_budget_ms: float
-    device: str
-    share: float
-    price_per_gpu_second: str
-
-
-@dataclass(frozen=True)
 class Tick:
     """One tick: the metrics to send and, when a limit was reached, why the session must end."""
 
@@ -164,7 +148,7 @@ class LiveSessionService:
         except UnknownModel:
             pass
 
-    def start(self, msg: protocol.SessionStart, events: SessionEvents) -> Ready:
+    def start(self, msg: protocol.SessionStart, events: SessionEvents) -> protocol.SessionReady:
         """Validate, check the key and the quota, reserve, open the runtime session and its record.
 
         Raises Rejected or KeyRevoked; whatever else fails, nothing half-started survives."""
@@ -240,8 +224,10 @@ class LiveSessionService:
             self.ended = True
             self.finish_end(EndReason.SERVER_ERROR)
             raise Rejected(ErrorCode.SERVER_ERROR, "the connection closed during admission")
-        return Ready(session_id, spec.id, tier, handle.width, handle.height, int(round(handle.fps)),
-                     handle.frame_budget_ms, reservation.device_id, reservation.share, self._price)
+        return protocol.SessionReady(
+            session_id=session_id, model=spec.id, tier=tier, width=handle.width, height=handle.height,
+            fps=int(round(handle.fps)), frame_budget_ms=handle.frame_budget_ms, device=reservation.device_id,
+            share=reservation.share, price_per_gpu_second=self._price, currency=usage.CURRENCY)
 
     def key_revoked(self) -> bool:
         """Whether the principal's API key has been revoked (read from the database)."""
