@@ -184,7 +184,8 @@ def test_http_bodies_chunked_or_huge_are_refused_before_they_are_buffered(tmp_pa
         assert http("GET", f"{server.base}/healthz")[0] == 200
 
 
-def test_an_engine_that_raises_ends_its_session_with_server_error_on_a_real_server(tmp_path):
+@pytest.mark.parametrize("profile", PROFILES)
+def test_an_engine_that_raises_ends_its_session_with_server_error_on_a_real_server(tmp_path, profile):
     """The failing test engine, loaded the way a deployment loads engines (NEXTFRAME_EXTRA_ENGINES)."""
     async def failing_session(server) -> tuple[list[int], list[dict]]:
         frames, events = [], []
@@ -199,7 +200,8 @@ def test_an_engine_that_raises_ends_its_session_with_server_error_on_a_real_serv
                     break
         return frames, events
 
-    with running_server(tmp_path, {"NEXTFRAME_EXTRA_ENGINES": "inference.engines.faulty"}) as server:
+    services = scaled_services() if profile == "scaled" else contextlib.nullcontext({})
+    with services as extra, running_server(tmp_path, {**extra, "NEXTFRAME_EXTRA_ENGINES": "inference.engines.faulty"}) as server:
         frames, events = asyncio.run(failing_session(server))
         # Frames 0..4 were made (a loaded machine may drop one at the app-side output bound); none after.
         assert frames and frames == sorted(frames) and frames[-1] <= 4
@@ -216,7 +218,8 @@ def test_an_engine_that_raises_ends_its_session_with_server_error_on_a_real_serv
         assert asyncio.run(run_session(server))["ended"]["reason"] == "client"
 
 
-def test_a_client_that_sends_but_never_reads_is_ended_and_server_memory_stays_bounded(tmp_path):
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_client_that_sends_but_never_reads_is_ended_and_server_memory_stays_bounded(tmp_path, profile):
     """The hostile client of inference.bench.slow_reader: a 4 KiB receive buffer, ~0.8 MB frames at
     20/s into an identity 1024x1024 session, never a byte read. Without backpressure the server's
     RSS grew ~9 MiB/s on this machine and the connection lived for as long as the client wished."""
@@ -225,7 +228,8 @@ def test_a_client_that_sends_but_never_reads_is_ended_and_server_memory_stays_bo
     timeout_s = 3.0
     # The default lease TTL (15 s): the session crosses several heartbeats under the flood.
     env = {"NEXTFRAME_LIVE_SLOW_READER_TIMEOUT_S": str(timeout_s), "NEXTFRAME_LIVE_IDLE_TIMEOUT_S": "600"}
-    with running_server(tmp_path, env) as server:
+    services = scaled_services() if profile == "scaled" else contextlib.nullcontext({})
+    with services as extra, running_server(tmp_path, {**extra, **env}) as server:
         result = attack(server.port, server.key, web_pid(server.proc.pid), seconds=30.0, fps=20.0)
         assert result["ended_by"] == "server dropped the connection", result
         # Ended after the bound (not before: a reader may stall that long), and well before the
