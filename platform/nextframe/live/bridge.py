@@ -55,8 +55,12 @@ class SocketBridge:
     def on_control_applied(self, seq: int, frame_index: int) -> None:
         self._put("text", protocol.ControlApplied(seq, frame_index).to_json())
 
-    def on_moderation(self, frame_index: int, category: str) -> None:
-        self._put("text", protocol.Moderation(frame_index, "replaced", category).to_json())
+    def on_moderation(self, frame_index: int, category: str, *, source: str | None = None,
+                      detector: str | None = None, end: bool = False) -> None:
+        self._put("text", protocol.Moderation(frame_index, "replaced", category, source, detector).to_json())
+        if end:  # the organisation's max_violations: say so, then end the session (reason moderation)
+            self._put("text", protocol.Moderation(frame_index, "ended", category, source, detector).to_json())
+            self._schedule(lambda: self._end(EndReason.MODERATION))
 
     def on_error(self, fault: SessionFault) -> None:
         if fault.fatal:  # the engine failed: the session can produce nothing more. Say so, then end it.
