@@ -77,8 +77,9 @@ def clean(text: str) -> str:
 def _deleet(token: str) -> str:
     # Punctuation at a word's edges is punctuation ("wow!", "|x|"), not a letter.
     token = token.strip("!|+¡")
-    # Only tokens that hold a letter: "1984", "42" and "3d" stay numbers.
-    if not any(ch.isalpha() for ch in token):
+    # Only tokens with more letters than digits are leet: "1984", "42", "3d" and "4k" stay as they are.
+    letters = sum(ch.isalpha() for ch in token)
+    if letters == 0 or (letters <= 1 and len(token) <= 2):
         return token
     return "".join(LEET.get(ch, ch) for ch in token)
 
