@@ -72,7 +72,6 @@ class LiveModeration:
             snap = actions.refresh(context.organization_id) if not on_loop else None
             if snap is None:  # cannot happen after a start; refuse rather than pass unchecked
                 return "the prompt could not be checked; try again"
-            self._warm(snap.policy.frame_classifier)
         verdict = text.check_prompt(prompt, snap.terms, self.prompt_classifier(), snap.policy.text_threshold)
         if verdict is None:
             return None
@@ -84,14 +83,13 @@ class LiveModeration:
             actions.record_now(context.organization_id, event)
         return verdict.message()
 
-    def _warm(self, frame_classifier: str) -> None:
+    def warm(self) -> None:
+        """Load the prompt classifier (scikit-learn: seconds, once per process). The session service
+        calls this with the engine warm-up, off the event loop and off the database thread. open_nsfw
+        (~0.3 s) loads on first use: in the classifier's own thread (sampled) or on the first strict frame."""
         classifier = self.prompt_classifier()
         if classifier is not None:
             classifier.warm()
-        if frame_classifier != "off":
-            warm = getattr(self.image_classifier(), "warm", None)
-            if warm is not None:
-                warm()
 
     # -- frames --------------------------------------------------------------------------------------
     def gate(self, context: SessionContext) -> FrameGate:
@@ -148,8 +146,17 @@ def get_live() -> LiveModeration:
     return _live
 
 
-def prompt_check(context: SessionContext, prompt: str) -> str | None:
-    return _live.check_prompt(context, prompt)
+class _PromptCheck:
+    """The service's prompt check (settings.LIVE_PROMPT_CHECK), with `warm` for its warm-up step."""
+
+    def __call__(self, context: SessionContext, prompt: str) -> str | None:
+        return _live.check_prompt(context, prompt)
+
+    def warm(self) -> None:
+        _live.warm()
+
+
+prompt_check = _PromptCheck()
 
 
 def host_checks() -> dict[str, Any]:

@@ -156,6 +156,10 @@ class LiveSessionService:
             get_engine(model)
         except UnknownModel:
             pass
+        # The prompt check's models too (moderation's classifier: seconds on a process's first session).
+        warm = getattr(self.prompt_check, "warm", None)
+        if warm is not None:
+            warm()
 
     def start(self, msg: protocol.SessionStart, events: SessionEvents) -> protocol.SessionReady:
         """Validate, check the key and the quota, reserve, open the runtime session and its record.
