@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 from django.utils import timezone
 
 from moderation import phash
@@ -188,7 +188,9 @@ class AuditWriter:
             except Exception:
                 log.exception("moderation audit: %d events could not be written", len(batch))
             finally:
-                close_old_connections()
+                # This thread's connection is closed between batches: it must not hold the database
+                # (a test database cannot be dropped while a connection is open).
+                connection.close()
                 for _ in batch:
                     self._q.task_done()
 

@@ -3,9 +3,10 @@
 - `check_prompt` is the service's `prompt_check`, at session.start and at every control. At start it
   runs on a database thread: the organisation's snapshot (policy, terms, hash lists) is reloaded and
   the models are warmed there. A control runs on the event loop: it reads the cached snapshot only.
-- `check_input` / `check_output` are the host's checks, on the runtime's decode and post threads:
-  each session gets a FrameGate, made from the snapshot on its first frame.
-- `release` drops a session's gate when the host lets the session go.
+- `check_input` / `check_output` are the host's checks, on the runtime's decode and post threads.
+- `open` (the host's `on_open`, in the service's start, on a database thread) loads the
+  organisation's snapshot and makes the session's FrameGate; `release` drops it when the host lets
+  the session go. A frame of a session without a gate is withheld (fail closed).
 Nothing here is imported by `inference/`: the frame loop only ever sees the host's hook.
 """
 from __future__ import annotations
@@ -95,12 +96,14 @@ class LiveModeration:
     def gate(self, context: SessionContext) -> FrameGate:
         with self._lock:
             gate = self._gates.get(context.session_id)
-        if gate is not None:
-            return gate
-        snap = actions.cached_snapshot(context.organization_id)
-        if snap is None:
+        if gate is None:
             # Fail closed: the runtime withholds the frame and reports server_error.
-            raise LookupError(f"no moderation snapshot for organisation {context.organization_id}")
+            raise LookupError(f"no moderation gate for session {context.session_id}")
+        return gate
+
+    def open(self, context: SessionContext) -> FrameGate:
+        """Make the session's gate from its organisation's snapshot, read from the database now."""
+        snap = actions.refresh(context.organization_id)
         policy = snap.policy
         classifier = self.image_classifier() if policy.frame_classifier != "off" else None
         worker = self.worker() if policy.frame_classifier == "sampled" else None
@@ -161,4 +164,5 @@ prompt_check = _PromptCheck()
 
 def host_checks() -> dict[str, Any]:
     """The keyword arguments of the LiveHost this process serves with (settings.LIVE_MODERATION)."""
-    return {"frame_check": _live.check_output, "input_check": _live.check_input, "on_release": _live.release}
+    return {"frame_check": _live.check_output, "input_check": _live.check_input, "on_open": _live.open,
+            "on_release": _live.release}

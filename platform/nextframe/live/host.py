@@ -12,6 +12,7 @@ default) the runtimes run with no hook at all.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -58,22 +59,30 @@ FrameCheck = Callable[[SessionContext, int, "np.ndarray"], "FrameVerdict | None"
 # Told (from a runtime thread) that a frame of the session was replaced:
 # (frame_index, category, source, detector, end) - the last three as keywords.
 OnModeration = Callable[..., None]
-# Told that the host let a session go (its context), so a check can drop what it kept for it.
+# Told that a session was opened (called where the database may be used: the service's start) or
+# let go, with its context, so a check can prepare and then drop what it keeps for it.
+OnOpen = Callable[[SessionContext], None]
 OnRelease = Callable[[SessionContext], None]
+
+
+# How long a frame check waits for its session to be registered before failing closed.
+REGISTRATION_WAIT_S = 1.0
 
 
 class LiveHost:
     def __init__(self, frame_check: FrameCheck | None = None, input_check: FrameCheck | None = None,
-                 on_release: OnRelease | None = None) -> None:
+                 on_open: OnOpen | None = None, on_release: OnRelease | None = None) -> None:
         self._lock = threading.Lock()
         self.input_check = input_check
-        self.on_release = on_release
+        self.on_open, self.on_release = on_open, on_release
         self._runtimes: dict[str, DeviceRuntime] = {}
         self._on_lost: dict[str, Callable[[str], None]] = {}
         self._keeper: LeaseKeeper | None = None
         self.frame_check = frame_check
         # runtime session id -> (context, on_moderation), for the frame check's hook.
         self._moderated: dict[str, tuple[SessionContext, OnModeration]] = {}
+        self._registered = threading.Condition(self._lock)
+        self._gone: collections.deque[str] = collections.deque(maxlen=1024)  # recently let go: no waiting
 
     @property
     def pool(self) -> Pool:
@@ -97,12 +106,24 @@ class LiveHost:
     def moderate(self, runtime_session_id: str, context: SessionContext, on_moderation: OnModeration) -> None:
         """Give a runtime session its context for the frame check (a no-op without a check)."""
         if self.frame_check is not None or self.input_check is not None:
-            with self._lock:
+            with self._registered:
                 self._moderated[runtime_session_id] = (context, on_moderation)
+                self._registered.notify_all()
+
+    def prepare(self, context: SessionContext) -> None:
+        """Before a session opens (where the database may be used): the checks load what they need."""
+        if self.on_open is not None and (self.frame_check is not None or self.input_check is not None):
+            self.on_open(context)
+
+    def release(self, context: SessionContext) -> None:
+        """A prepared session that never opened (its start failed): the checks drop what they kept."""
+        if self.on_release is not None:
+            self.on_release(context)
 
     def unmoderate(self, runtime_session_id: str) -> None:
         with self._lock:
             entry = self._moderated.pop(runtime_session_id, None)
+            self._gone.append(runtime_session_id)
         if entry is not None and self.on_release is not None:
             self.on_release(entry[0])
 
@@ -116,10 +137,14 @@ class LiveHost:
 
     def _apply(self, check: FrameCheck | None, runtime_session_id: str, frame_index: int,
                pixels: np.ndarray) -> np.ndarray | None:
-        with self._lock:
-            entry = self._moderated.get(runtime_session_id)
         if check is None:
             return None
+        with self._registered:
+            # A session's first frame can be ready before `moderate` registers it (a few lines later in
+            # the service's start): wait for that briefly rather than withhold the frame.
+            self._registered.wait_for(lambda: runtime_session_id in self._moderated or runtime_session_id in self._gone,
+                                      timeout=REGISTRATION_WAIT_S)
+            entry = self._moderated.get(runtime_session_id)
         if entry is None:
             # Fail closed (the runtime withholds the frame): a frame is never sent unchecked.
             raise LookupError(f"no moderation context for runtime session {runtime_session_id}")

@@ -208,6 +208,7 @@ class LiveSessionService:
             runtime = self.host.runtime_for(reservation.device_id)
             config = SessionConfig(engine_id=spec.id, width=width, height=height, fps=fps, prompt=msg.prompt or "",
                                    params=msg.params or {})
+            self.host.prepare(context)  # the frame checks' per-session state (database reads: here, not per frame)
             handle = self.handle = runtime.open_session(config, on_output=events.on_output,
                                                         on_control_applied=events.on_control_applied,
                                                         on_error=events.on_error)
@@ -225,7 +226,9 @@ class LiveSessionService:
             )
             self.record_id = record.pk
         except BaseException:
-            # Nothing half-started survives: no runtime session, no lease, no record.
+            # Nothing half-started survives: no runtime session, no lease, no record, no check state.
+            if self.handle is None:
+                self.host.release(context)
             self._close_runtime()
             self.handle = None
             self._release()
