@@ -21,15 +21,16 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from typing import Any
 
 import numpy as np
 
+from inference.bench import frame_loop
+from inference.bench.frame_loop import _time_per_call
 from inference.codec import encode_jpeg
 from inference.engines import get_engine
-from inference.runtime import DeviceRuntime, OutputFrame, SessionConfig
+from inference.runtime import DeviceRuntime, SessionConfig
 from moderation import phash, text
 from moderation.classifier import ClassifierWorker, ImageClassifier, open_nsfw
 from moderation.gate import FrameGate
@@ -39,24 +40,13 @@ FPS = 30.0
 
 
 def _pct(xs: list[float], q: float) -> float:
-    return round(float(np.percentile(np.asarray(xs), q)), 3) if xs else float("nan")
+    return round(frame_loop._pct(xs, q), 3)
 
 
 def _picture(size: int, seed: int = 0) -> np.ndarray:
     e = get_engine("dreamfield")
     p = {**e.spec.default_params(), "detail": 2.0}
     return e.render_clip(e.new_state(size, size, f"bench{seed}", p, seed), 1, "bench", p)[0]
-
-
-def _times(fn: Any, seconds: float) -> list[float]:
-    fn()
-    out: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
 
 
 def _hash_list(n: int = 1000) -> phash.HashList:
@@ -74,12 +64,12 @@ def gate_cost(size: int, seconds: float, classifier: ImageClassifier) -> dict[st
         gate.check(i[0], frames[i[0] % 4])
         i[0] += 1
 
-    gate_ms = _times(check, seconds)
+    gate_ms = _time_per_call(check, seconds)
     worker.stop()
     strict = FrameGate(Policy(frame_classifier="strict", classifier_threshold=0.9), _hash_list(), classifier=classifier)
-    strict_ms = _times(lambda: strict.check(0, frames[1]), seconds)
-    hash_ms = _times(lambda: phash.phash(frames[0]), seconds / 2)
-    encode_ms = _times(lambda: encode_jpeg(frames[0], 85), seconds / 2)
+    strict_ms = _time_per_call(lambda: strict.check(0, frames[1]), seconds)
+    hash_ms = _time_per_call(lambda: phash.phash(frames[0]), seconds / 2)
+    encode_ms = _time_per_call(lambda: encode_jpeg(frames[0], 85), seconds / 2)
     return {"size": size, "gate_ms_p50": _pct(gate_ms, 50), "gate_ms_p99": _pct(gate_ms, 99),
             "phash_ms_p50": _pct(hash_ms, 50), "phash_ms_p99": _pct(hash_ms, 99),
             "jpeg_encode_ms_p50": _pct(encode_ms, 50),
@@ -90,7 +80,7 @@ def gate_cost(size: int, seconds: float, classifier: ImageClassifier) -> dict[st
 
 def classifier_cost(size: int, seconds: float, classifier: ImageClassifier) -> dict[str, Any]:
     frame = _picture(size)
-    ms = _times(lambda: classifier.score(frame), seconds)
+    ms = _time_per_call(lambda: classifier.score(frame), seconds)
     return {"size": size, "classifier_ms_p50": _pct(ms, 50), "classifier_ms_p99": _pct(ms, 99)}
 
 
@@ -106,8 +96,8 @@ def prompt_cost(seconds: float) -> dict[str, Any]:
         text.check_prompt(prompts[i[0] % 3], classifier=classifier)
         i[0] += 1
 
-    ms = _times(check, seconds)
-    terms_ms = _times(lambda: text.check_prompt(prompts[0]), seconds / 2)
+    ms = _time_per_call(check, seconds)
+    terms_ms = _time_per_call(lambda: text.check_prompt(prompts[0]), seconds / 2)
     return {"prompt_check_ms_p50": _pct(ms, 50), "prompt_check_ms_p99": _pct(ms, 99),
             "terms_only_ms_p50": _pct(terms_ms, 50), "classifier_load_s": round(load_s, 2)}
 
@@ -125,7 +115,8 @@ class MarkerClassifier:
         return 1.0 if pixels[0, 0, 0] == 255 else 0.0
 
 
-def exposure_window(size: int, classifier: ImageClassifier, every_n: int = 5, phases: int = 10) -> dict[str, Any]:
+def exposure_window(size: int, classifier: ImageClassifier, every_n: int = 5, phases: int = 10,
+                    duty: float = 0.25) -> dict[str, Any]:
     """Frames at 30 FPS; from frame V on every frame violates; count the frames sent before a replacement."""
     clean = _picture(size)
     clean[0, 0, 0] = 0
@@ -133,7 +124,7 @@ def exposure_window(size: int, classifier: ImageClassifier, every_n: int = 5, ph
     bad[0, 0, 0] = 255
     marker = MarkerClassifier(classifier)
     windows: list[int] = []
-    worker = ClassifierWorker(marker)
+    worker = ClassifierWorker(marker, queue_size=1, max_duty=duty)
     for phase in range(phases):
         gate = FrameGate(Policy(classifier_every_n_frames=every_n, max_violations=1000), phash.HashList(),
                          classifier=marker, worker=worker)
@@ -155,23 +146,12 @@ def exposure_window(size: int, classifier: ImageClassifier, every_n: int = 5, ph
             "exposure_ms_max": round(max(windows) * 1000 / FPS, 1)}
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.n = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, f: OutputFrame) -> bool:
-        with self.lock:
-            self.n += 1
-        return True
-
-
 def live_capacity(size: int, counts: tuple[int, ...], seconds: float, moderated: bool,
-                  classifier: ImageClassifier) -> list[dict[str, Any]]:
+                  classifier: ImageClassifier, duty: float = 0.25) -> list[dict[str, Any]]:
     rows = []
     for sessions in counts:
         gates: dict[str, FrameGate] = {}
-        worker = ClassifierWorker(classifier)
+        worker = ClassifierWorker(classifier, queue_size=1, max_duty=duty)  # as the live glue builds it
         hashes = _hash_list()
 
         def hook(session_id: str, frame_index: int, pixels: np.ndarray, gates: dict[str, FrameGate] = gates,
@@ -182,7 +162,7 @@ def live_capacity(size: int, counts: tuple[int, ...], seconds: float, moderated:
             decision = gate.check(frame_index, pixels)
             return None if decision is None else decision.replacement
 
-        counters = [_Counter() for _ in range(sessions)]
+        counters = [frame_loop._Counter() for _ in range(sessions)]
         with DeviceRuntime(device_id="bench", moderation_hook=hook if moderated else None) as rt:
             hs = [rt.open_session(SessionConfig("dreamfield", width=size, height=size, fps=FPS, prompt=f"s{i}",
                                                 seed=i), counters[i]) for i in range(sessions)]
@@ -211,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-size", type=int, default=128,
                         help="frame size of the capacity comparison (default 128: on the 2-core dev machine one "
                              "dreamfield session at 256 px already misses its deadlines)")
+    parser.add_argument("--duty", type=float, default=0.25, help="the classifier worker's max_duty (settings."
+                        "MODERATION_CLASSIFIER_DUTY)")
+    parser.add_argument("--only-capacity", action="store_true")
     args = parser.parse_args(argv)
     seconds = 1.5 if args.quick else 4.0
     classifier = open_nsfw()
@@ -220,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                               "open_nsfw_load_s": round(time.perf_counter() - t0, 2)}
-    result["gate"] = [gate_cost(s, seconds, classifier) for s in (256, 512)]
-    result["classifier"] = [classifier_cost(s, seconds, classifier) for s in (256, 512)]
-    result["prompt"] = prompt_cost(seconds)
-    result["exposure"] = exposure_window(256, classifier, phases=5 if args.quick else 10)
+    if not args.only_capacity:
+        result["gate"] = [gate_cost(s, seconds, classifier) for s in (256, 512)]
+        result["classifier"] = [classifier_cost(s, seconds, classifier) for s in (256, 512)]
+        result["prompt"] = prompt_cost(seconds)
+        result["exposure"] = exposure_window(256, classifier, phases=5 if args.quick else 10, duty=args.duty)
     counts = (1, 2, 4) if args.quick else (1, 2, 3, 4, 6)
     off = live_capacity(args.capacity_size, counts, seconds, False, classifier)
-    on = live_capacity(args.capacity_size, counts, seconds, True, classifier)
+    on = live_capacity(args.capacity_size, counts, seconds, True, classifier, args.duty)
     result["capacity"] = off + on
     cap_off = max([r["sessions"] for r in off if r["within_deadline"]], default=0)
     cap_on = max([r["sessions"] for r in on if r["within_deadline"]], default=0)

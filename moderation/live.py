@@ -61,7 +61,8 @@ class LiveModeration:
     def worker(self) -> ClassifierWorker:
         with self._lock:
             if self._worker is None:
-                self._worker = ClassifierWorker(self.image_classifier())
+                self._worker = ClassifierWorker(self.image_classifier(), queue_size=1,
+                                                max_duty=float(getattr(settings, "MODERATION_CLASSIFIER_DUTY", 0.25)))
             return self._worker
 
     # -- prompts -------------------------------------------------------------------------------------

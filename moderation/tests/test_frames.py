@@ -215,3 +215,27 @@ def test_an_onnx_file_that_is_not_the_pinned_one_is_refused(tmp_path):
     fake.write_bytes(b"not a model")
     with pytest.raises(ModelFileError, match="sha256"):
         clf.open_nsfw(fake).score(GREEN)
+
+
+def test_the_worker_rests_after_each_sample_to_keep_its_duty():
+    import time
+
+    class Busy:
+        category = "x"
+
+        def score(self, pixels):
+            time.sleep(0.02)
+            return 0.0
+
+    with pytest.raises(ValueError):
+        clf.ClassifierWorker(Busy(), max_duty=0)
+    worker = clf.ClassifierWorker(Busy(), queue_size=8, max_duty=0.5)
+    try:
+        t0 = time.perf_counter()
+        for i in range(4):
+            worker.submit(clf.Sample(GREEN, i, lambda *a: None))
+        assert worker.join_idle()
+        # 4 x 20 ms of scoring and 3+ rests of ~20 ms between them: about twice the busy time.
+        assert time.perf_counter() - t0 >= 0.14
+    finally:
+        worker.stop()

@@ -305,4 +305,6 @@ LIVE_PROMPT_CHECK = env_str("NEXTFRAME_LIVE_PROMPT_CHECK", "moderation.live.prom
 MODERATION_DEFAULT_POLICY: dict = {}
 MODERATION_FLOOR: dict = {}
 MODERATION_PROMPT_CLASSIFIER = True
+# The share of one core the sampled frame classifier may take (moderation.classifier.ClassifierWorker).
+MODERATION_CLASSIFIER_DUTY = env_float("NEXTFRAME_MODERATION_CLASSIFIER_DUTY", 0.25, minimum=0.01)
 MODERATION_THUMBNAIL_RETENTION_DAYS = env_int("NEXTFRAME_MODERATION_THUMBNAIL_RETENTION_DAYS", 30, minimum=1)
