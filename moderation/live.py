@@ -46,6 +46,7 @@ class LiveModeration:
         self._worker: ClassifierWorker | None = None
         self._gates: dict[str, FrameGate] = {}
         self._lock = threading.Lock()
+        self._image_warm = False
 
     # -- models, loaded lazily and once --------------------------------------------------------------
     def image_classifier(self) -> ImageClassifier:
@@ -86,12 +87,30 @@ class LiveModeration:
         return verdict.message()
 
     def warm(self) -> None:
-        """Load the prompt classifier (scikit-learn: seconds, once per process). The session service
-        calls this with the engine warm-up, off the event loop and off the database thread. open_nsfw
-        (~0.3 s) loads on first use: in the classifier's own thread (sampled) or on the first strict frame."""
+        """Load what the checks need before the session starts, once per process: the prompt
+        classifier (scikit-learn: seconds), PIL and scipy for the hashes, and open_nsfw with one
+        inference (its arena allocated) when the platform's default policy classifies frames. The
+        session service calls this with the engine warm-up, off the event loop and off the database
+        thread; nothing of it lands on the frame path or grows memory once frames flow."""
+        import numpy as np
+
+        from moderation import phash
+
         classifier = self.prompt_classifier()
         if classifier is not None:
             classifier.warm()
+        phash.phash(np.zeros((64, 64, 3), np.uint8))
+        if actions.platform_default().frame_classifier != "off":
+            self._warm_image_classifier()
+
+    def _warm_image_classifier(self) -> None:
+        import numpy as np
+
+        with self._lock:
+            if self._image_warm:
+                return
+            self._image_warm = True
+        self.image_classifier().score(np.zeros((224, 224, 3), np.uint8))
 
     # -- frames --------------------------------------------------------------------------------------
     def gate(self, context: SessionContext) -> FrameGate:
@@ -106,6 +125,8 @@ class LiveModeration:
         """Make the session's gate from its organisation's snapshot, read from the database now."""
         snap = actions.refresh(context.organization_id)
         policy = snap.policy
+        if policy.frame_classifier != "off":
+            self._warm_image_classifier()  # once per process: an organisation that opted in to a classifier
         classifier = self.image_classifier() if policy.frame_classifier != "off" else None
         worker = self.worker() if policy.frame_classifier == "sampled" else None
         org, sid = context.organization_id, context.session_id
