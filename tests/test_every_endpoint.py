@@ -38,7 +38,11 @@ def objects_of(org) -> dict[str, str]:
                                created_at=timezone.now(), status="succeeded")
     audit = AuditRun.objects.create(model_id="identity", source="on_demand", status="succeeded", tier="interactive",
                                     organization=org)
-    return {"session_id": session.id, "clip_id": str(clip.id), "model_id": "identity", "audit_id": str(audit.pk)}
+    from moderation.models import BlockedHash
+
+    listed = BlockedHash.objects.create(organization=org, phash="0123456789abcdef", category="test")
+    return {"session_id": session.id, "clip_id": str(clip.id), "model_id": "identity", "audit_id": str(audit.pk),
+            "hash_id": str(listed.pk)}
 
 
 def fill(path: str, values: dict[str, str]) -> str:
@@ -111,7 +115,7 @@ def test_every_object_of_another_organisation_is_404(client_for, api_key, org, o
 def test_unknown_ids_are_404_in_the_envelope(client_for, api_key):
     client = client_for(api_key)
     unknown = {"session_id": "ls_missing", "clip_id": "00000000-0000-0000-0000-000000000000", "audit_id": "999999",
-               "model_id": "no-such-model"}
+               "model_id": "no-such-model", "hash_id": "999999"}
     for path, method in operations():
         if "{" not in path or method != "get":
             continue

@@ -29,14 +29,18 @@ from .types import Callbacks, DecodedInput, OutputFrame, PendingFrame, SessionCo
 log = logging.getLogger(__name__)
 
 ModerationHook = Callable[[str, int, np.ndarray], "np.ndarray | None"]
+# (session id, input seq, decoded pixels) -> None to use the input, or pixels that replace it
+# before the model sees it. Raising withholds the input (fail closed).
+InputHook = Callable[[str, int, np.ndarray], "np.ndarray | None"]
 _ids = itertools.count(1)
 
 
 class DeviceCore:
     def __init__(self, device_id: str, clock: Clock, moderation_hook: ModerationHook | None = None,
                  moderation_budget_ms: float = 5.0, max_batch: int = 8, jpeg_quality: int = 85,
-                 max_frame_bytes: int = codec.MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = codec.MAX_FRAME_BYTES, input_hook: InputHook | None = None) -> None:
         self.device_id = device_id
+        self.input_hook = input_hook
         self.clock = clock
         self.moderation_hook = moderation_hook
         self.moderation_budget_s = moderation_budget_ms / 1000.0
@@ -129,9 +133,35 @@ class DeviceCore:
                 dt = self.clock.now() - t0
                 self.metrics.stage("decode", dt)
                 s.observe_decode(dt)
-            s.offer_decoded(DecodedInput(raw.seq, raw.capture_ts_us, pixels, raw.received_at))
+            checked = pixels if self.input_hook is None else self._check_input(s, raw.seq, pixels)
+            if checked is None:
+                continue
+            s.offer_decoded(DecodedInput(raw.seq, raw.capture_ts_us, checked, raw.received_at))
             n += 1
         return n
+
+    def _check_input(self, s: Session, seq: int, pixels: np.ndarray) -> np.ndarray | None:
+        """The input hook (moderation of input frames, before the model): the pixels to use, or None
+        when the input is withheld (the hook failed or returned something unusable)."""
+        assert self.input_hook is not None
+        t0 = self.clock.now()
+        try:
+            replaced = self.input_hook(s.session_id, seq, pixels)
+        except Exception as exc:
+            log.exception("input hook failed on %s input %d", s.session_id, seq)
+            s.metrics.count("dropped_inputs")
+            self._error(s, SessionFault(ErrorCode.SERVER_ERROR, f"input frame {seq} withheld: moderation failed ({exc})"))
+            return None
+        finally:
+            self.metrics.stage("moderation", self.clock.now() - t0)
+        if replaced is None:
+            return pixels
+        if not isinstance(replaced, np.ndarray) or replaced.dtype != np.uint8 or replaced.shape != pixels.shape:
+            s.metrics.count("dropped_inputs")
+            self._error(s, SessionFault(ErrorCode.SERVER_ERROR, f"input frame {seq} withheld: moderation returned "
+                                                                f"a replacement that is not a {pixels.shape} uint8 array"))
+            return None
+        return replaced
 
     # -- stage 2: schedule / execute / update -----------------------------------------------------
     def _lookahead(self, s: Session) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 from .. import codec
 from ..engines.base import BadFrame, EngineSpec, InvalidParams
 from .clock import Clock, MonotonicClock
-from .core import DeviceCore, ModerationHook
+from .core import DeviceCore, InputHook, ModerationHook
 from .metrics import SessionMetrics
 from .session import Session
 from .types import Callbacks, OutputFrame, PendingFrame, RawInput, SessionConfig, SessionFault
@@ -113,13 +113,13 @@ class DeviceRuntime:
                  moderation_hook: ModerationHook | None = None, moderation_budget_ms: float = 5.0,
                  max_batch: int = 8, decode_workers: int = 2, post_queue_size: int = 16,
                  jpeg_quality: int = 85, max_frame_bytes: int = codec.MAX_FRAME_BYTES,
-                 torch_threads: int | None = None) -> None:
+                 torch_threads: int | None = None, input_hook: InputHook | None = None) -> None:
         self.device_id = device_id
         # None: leave one core to the decode/encode stages (see default_torch_threads); 0: leave torch alone.
         self.torch_threads = default_torch_threads() if torch_threads is None else torch_threads
         self.clock: Clock = clock or MonotonicClock()
         self.core = DeviceCore(device_id, self.clock, moderation_hook, moderation_budget_ms, max_batch,
-                               jpeg_quality, max_frame_bytes)
+                               jpeg_quality, max_frame_bytes, input_hook)
         self._decode_workers = decode_workers
         self._post_q: queue.Queue[PendingFrame | None] = queue.Queue(maxsize=post_queue_size)
         self._wake = threading.Event()

@@ -408,3 +408,15 @@ def test_protocol_module_stays_light() -> None:
             "print(','.join(m for m in ('torch','numpy','django') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_moderation_v1_1_source_and_detector_are_on_the_wire_only_when_known() -> None:
+    full = p.Moderation(5, "replaced", "listed_image", "input", "hash")
+    assert json.loads(full.to_json()) == {"type": "moderation", "frame": 5, "action": "replaced",
+                                          "category": "listed_image", "source": "input", "detector": "hash"}
+    assert json.loads(p.Moderation(5, "ended", "sexual", "output", "classifier").to_json())["detector"] == "classifier"
+    assert "source" not in json.loads(p.Moderation(5, "replaced", "x").to_json())
+    with pytest.raises(ValueError):
+        p.Moderation(5, "replaced", "x", source="sideways")
+    with pytest.raises(ValueError):
+        p.Moderation(5, "replaced", "x", detector="vibes")

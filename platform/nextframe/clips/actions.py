@@ -14,6 +14,7 @@ from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
+from moderation import clips as moderation_clips
 from nextframe import usage
 from nextframe.clips import files
 from nextframe.clips.models import TIER, Clip, ClipEvent, ClipLimits
@@ -148,6 +149,9 @@ def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = 
                             "missing_video")
     elif upload is not None:
         raise ClipError(f"model {spec.id!r} is text-to-video: it takes no input video")
+    refusal = moderation_clips.check_prompt(org.pk, prompt)
+    if refusal is not None:  # a blocked prompt never reaches a model
+        raise ClipError(refusal, "moderation")
     _check_quota(org)
     if upload is not None:
         _check_upload(upload, frames)

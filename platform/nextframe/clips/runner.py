@@ -211,6 +211,7 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
     from inference.engines import EngineError, get_spec
     from inference.pool import LeaseKeeper, LeaseLost
     from inference.video import BadVideo, VideoEncodeError, encode_mp4
+    from moderation.clips import ClipBlocked, ClipModeration
     from nextframe.clips.render import batch_size, checkpointed
 
     holder = {"lease": leased.lease, "lost": None}
@@ -236,6 +237,8 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
     source = None
     try:
         batch = batch_size(int(settings.CLIP_BATCH_FRAMES), get_spec(clip.model).chunk_frames)
+        # Every uploaded and every rendered frame is checked before the video can be released.
+        moderation = ClipModeration(clip.organization_id, clip.pk)
         inputs = None
         if clip.input_name:
             # Decoded lazily, batch by batch, while rendering: memory does not grow with the clip.
@@ -244,9 +247,9 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
             source = files.storage().open(clip.input_name, "rb")
             # Decoded at the source's aspect ratio (cover=True), so that render_frames' fit_to_size
             # centre-crops it to the clip's; scaling straight to the clip size would squash it.
-            inputs = iter_video_frames(source, clip.width, clip.height, cover=True)
-        frames = render_frames(clip.model, clip.width, clip.height, clip.fps, clip.frames, clip.prompt,
-                               clip.params, clip.seed, batch, inputs)
+            inputs = moderation.inputs(iter_video_frames(source, clip.width, clip.height, cover=True))
+        frames = moderation.outputs(render_frames(clip.model, clip.width, clip.height, clip.fps, clip.frames,
+                                                  clip.prompt, clip.params, clip.seed, batch, inputs))
         result = encode_mp4(checkpointed(frames, batch, before_batch), local, clip.fps, clip.width, clip.height)
         if result.frames < clip.frames:
             raise BadVideo("too_short", f"the input ran out after {result.frames} of {clip.frames} frames")
@@ -264,6 +267,8 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
                 return Outcome("done", S.SUCCEEDED)
         files.delete(stored)  # cancelled (or taken over) between the last heartbeat and now
         return Outcome("noop", "abandoned", reason="lost ownership before publishing")
+    except ClipBlocked as blocked:
+        return _blocked(clip, leased, keeper, share, blocked)
     except LeaseLost as lost:
         files.delete(stored)
         return _requeue(clip, settings.CLIP_PREEMPTED_RETRY_S, f"lease lost: {lost.reason}", preempted=True)
@@ -289,6 +294,19 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
         if source is not None:
             source.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _blocked(clip: Clip, leased: _LeaseClock, keeper, share: float, blocked: Exception) -> Outcome:
+    """A frame violated the policy: the clip ends `blocked`, no video is stored, the usage is billed."""
+    keeper.stop()
+    run_s = leased.release()
+    with transaction.atomic():
+        if _transition(clip, S.BLOCKED, "moderation", error_code="moderation", error_message=str(blocked)[:2000],
+                       started_at=leased.started_at, finished_at=timezone.now(), render_s=run_s, share=share,
+                       claim=""):
+            usage.record_clip(clip.pk, share, run_s)
+            return Outcome("done", S.BLOCKED, reason="moderation")
+    return Outcome("noop", "abandoned", reason="lost ownership before blocking")
 
 
 def _requeue(clip: Clip, delay_s: float, reason: str, preempted: bool) -> Outcome:

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Output frames waiting for the socket. Small on purpose (see the module docstring).
 OUTPUT_BUFFER = 2
+# A moderation end that comes before the session's admission completed waits up to 50 ms x this.
+ADMISSION_WAIT_STEPS = 200
 
 
 class SocketBridge:
@@ -55,8 +57,12 @@ class SocketBridge:
     def on_control_applied(self, seq: int, frame_index: int) -> None:
         self._put("text", protocol.ControlApplied(seq, frame_index).to_json())
 
-    def on_moderation(self, frame_index: int, category: str) -> None:
-        self._put("text", protocol.Moderation(frame_index, "replaced", category).to_json())
+    def on_moderation(self, frame_index: int, category: str, *, source: str | None = None,
+                      detector: str | None = None, end: bool = False) -> None:
+        self._put("text", protocol.Moderation(frame_index, "replaced", category, source, detector).to_json())
+        if end:  # the organisation's max_violations: say so, then end the session (reason moderation)
+            self._put("text", protocol.Moderation(frame_index, "ended", category, source, detector).to_json())
+            self._schedule(self._end_for_moderation)
 
     def on_error(self, fault: SessionFault) -> None:
         if fault.fatal:  # the engine failed: the session can produce nothing more. Say so, then end it.
@@ -67,6 +73,15 @@ class SocketBridge:
     def on_lease_lost(self, reason: str) -> None:
         log.warning("live session %s lost its reservation (%s)", self.service.record_id, reason)
         self._schedule(lambda: self._end(EndReason.SERVER_ERROR))
+
+    async def _end_for_moderation(self) -> None:
+        """End the session for moderation. The first frame can be checked while `start` is still
+        admitting the session on its thread: wait for the admission (or its failure) first."""
+        for _ in range(ADMISSION_WAIT_STEPS):
+            if self.service.admitted or self.service.ended:
+                break
+            await asyncio.sleep(0.05)
+        await self._end(EndReason.MODERATION)
 
     async def _fail(self, code: ErrorCode, message: str) -> None:
         """On the loop: tell the client why its session failed, then end it with server_error."""

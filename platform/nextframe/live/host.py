@@ -12,6 +12,7 @@ default) the runtimes run with no hook at all.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -42,27 +43,46 @@ class SessionContext:
 
 @dataclass(frozen=True)
 class FrameVerdict:
-    """A frame check's decision to replace an output frame (`category` says why)."""
+    """A frame check's decision to replace a frame (`category` says why). `source` (input|output) and
+    `detector` (hash|classifier) go into the `moderation` message when given; `end` ends the session
+    with reason `moderation` (the organisation's max_violations was reached)."""
 
     category: str
     replacement: np.ndarray
+    source: str | None = None
+    detector: str | None = None
+    end: bool = False
 
 
 # (context, frame_index, pixels HxWx3 uint8) -> None to pass the frame, or a verdict replacing it.
 FrameCheck = Callable[[SessionContext, int, "np.ndarray"], "FrameVerdict | None"]
-# Told (from a runtime thread) that a frame of the session was replaced: (frame_index, category).
-OnModeration = Callable[[int, str], None]
+# Told (from a runtime thread) that a frame of the session was replaced:
+# (frame_index, category, source, detector, end) - the last three as keywords.
+OnModeration = Callable[..., None]
+# Told that a session was opened (called where the database may be used: the service's start) or
+# let go, with its context, so a check can prepare and then drop what it keeps for it.
+OnOpen = Callable[[SessionContext], None]
+OnRelease = Callable[[SessionContext], None]
+
+
+# How long a frame check waits for its session to be registered before failing closed.
+REGISTRATION_WAIT_S = 1.0
 
 
 class LiveHost:
-    def __init__(self, frame_check: FrameCheck | None = None) -> None:
+    def __init__(self, frame_check: FrameCheck | None = None, input_check: FrameCheck | None = None,
+                 on_open: OnOpen | None = None, on_release: OnRelease | None = None) -> None:
         self._lock = threading.Lock()
+        self.input_check = input_check
+        self.on_open, self.on_release = on_open, on_release
         self._runtimes: dict[str, DeviceRuntime] = {}
         self._on_lost: dict[str, Callable[[str], None]] = {}
         self._keeper: LeaseKeeper | None = None
         self.frame_check = frame_check
         # runtime session id -> (context, on_moderation), for the frame check's hook.
         self._moderated: dict[str, tuple[SessionContext, OnModeration]] = {}
+        self._registered = threading.Condition(self._lock)
+        self._gone: collections.deque[str] = collections.deque(maxlen=1024)  # recently let go: no waiting
 
     @property
     def pool(self) -> Pool:
@@ -77,28 +97,54 @@ class LiveHost:
             runtime = self._runtimes.get(local)
             if runtime is None:
                 hook = self._moderate_frame if self.frame_check is not None else None
-                runtime = DeviceRuntime(device_id=local, moderation_hook=hook)
+                input_hook = self._moderate_input if self.input_check is not None else None
+                runtime = DeviceRuntime(device_id=local, moderation_hook=hook, input_hook=input_hook)
                 runtime.start()
                 self._runtimes[local] = runtime
             return runtime
 
     def moderate(self, runtime_session_id: str, context: SessionContext, on_moderation: OnModeration) -> None:
         """Give a runtime session its context for the frame check (a no-op without a check)."""
-        if self.frame_check is not None:
-            with self._lock:
+        if self.frame_check is not None or self.input_check is not None:
+            with self._registered:
                 self._moderated[runtime_session_id] = (context, on_moderation)
+                self._registered.notify_all()
+
+    def prepare(self, context: SessionContext) -> None:
+        """Before a session opens (where the database may be used): the checks load what they need."""
+        if self.on_open is not None and (self.frame_check is not None or self.input_check is not None):
+            self.on_open(context)
+
+    def release(self, context: SessionContext) -> None:
+        """A prepared session that never opened (its start failed): the checks drop what they kept."""
+        if self.on_release is not None:
+            self.on_release(context)
 
     def unmoderate(self, runtime_session_id: str) -> None:
         with self._lock:
-            self._moderated.pop(runtime_session_id, None)
+            entry = self._moderated.pop(runtime_session_id, None)
+            self._gone.append(runtime_session_id)
+        if entry is not None and self.on_release is not None:
+            self.on_release(entry[0])
 
     def _moderate_frame(self, runtime_session_id: str, frame_index: int, pixels: np.ndarray) -> np.ndarray | None:
         """The runtimes' moderation hook (on their post thread, inside the moderation budget)."""
-        check = self.frame_check
-        with self._lock:
-            entry = self._moderated.get(runtime_session_id)
+        return self._apply(self.frame_check, runtime_session_id, frame_index, pixels)
+
+    def _moderate_input(self, runtime_session_id: str, seq: int, pixels: np.ndarray) -> np.ndarray | None:
+        """The runtimes' input hook (on a decode thread, before the model sees the frame)."""
+        return self._apply(self.input_check, runtime_session_id, seq, pixels)
+
+    def _apply(self, check: FrameCheck | None, runtime_session_id: str, frame_index: int,
+               pixels: np.ndarray) -> np.ndarray | None:
         if check is None:
             return None
+        with self._registered:
+            # A session's first frame can be ready before `moderate` registers it (a few lines later in
+            # the service's start): wait for that briefly rather than withhold the frame.
+            self._registered.wait_for(lambda: runtime_session_id in self._moderated or runtime_session_id in self._gone,
+                                      timeout=REGISTRATION_WAIT_S)
+            entry = self._moderated.get(runtime_session_id)
         if entry is None:
             # Fail closed (the runtime withholds the frame): a frame is never sent unchecked.
             raise LookupError(f"no moderation context for runtime session {runtime_session_id}")
@@ -106,7 +152,11 @@ class LiveHost:
         verdict = check(context, frame_index, pixels)
         if verdict is None:
             return None
-        on_moderation(frame_index, verdict.category)
+        if verdict.source is None and verdict.detector is None and not verdict.end:
+            on_moderation(frame_index, verdict.category)
+        else:
+            on_moderation(frame_index, verdict.category, source=verdict.source, detector=verdict.detector,
+                          end=verdict.end)
         return verdict.replacement
 
     def keep(self, reservation: Reservation, on_lost: Callable[[str], None]) -> None:
@@ -156,9 +206,19 @@ def get_host() -> LiveHost:
     global _host
     with _host_lock:
         if _host is None:
-            _host = LiveHost()
+            _host = LiveHost(**moderation_checks())
             atexit.register(_host.shutdown)
         return _host
+
+
+def moderation_checks() -> dict[str, Any]:
+    """The host's checks from settings.LIVE_MODERATION (a dotted path to a function returning the
+    LiveHost keyword arguments); none when it is empty."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    path = getattr(settings, "LIVE_MODERATION", "")
+    return import_string(path)() if path else {}
 
 
 def reset_host() -> None:

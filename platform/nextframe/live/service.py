@@ -54,8 +54,16 @@ PromptCheck = Callable[[SessionContext, str], "str | None"]
 
 
 def allow_every_prompt(context: SessionContext, prompt: str) -> str | None:
-    """The default prompt check: everything passes (the moderation issue brings real checks)."""
+    """A prompt check that lets everything pass (tests of other concerns)."""
     return None
+
+
+def default_prompt_check() -> PromptCheck:
+    """The prompt check named by settings.LIVE_PROMPT_CHECK (moderation.live.prompt_check)."""
+    from django.utils.module_loading import import_string
+
+    path = getattr(settings, "LIVE_PROMPT_CHECK", "")
+    return import_string(path) if path else allow_every_prompt
 
 
 class Rejected(Exception):
@@ -87,7 +95,8 @@ class SessionEvents(Protocol):
     def on_control_applied(self, seq: int, frame_index: int) -> None: ...
     def on_error(self, fault: SessionFault) -> None: ...
     def on_lease_lost(self, reason: str) -> None: ...
-    def on_moderation(self, frame_index: int, category: str) -> None: ...
+    def on_moderation(self, frame_index: int, category: str, *, source: str | None = None,
+                      detector: str | None = None, end: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,11 @@ class LiveSessionService:
     """At most one live session of one authenticated principal (one socket)."""
 
     def __init__(self, principal: Principal, *, host: LiveHost | None = None,
-                 prompt_check: PromptCheck = allow_every_prompt, clock: Callable[[], float] = time.monotonic,
+                 prompt_check: PromptCheck | None = None, clock: Callable[[], float] = time.monotonic,
                  policy: str = "default") -> None:
         self.principal = principal
         self.host = host or get_host()
-        self.prompt_check = prompt_check
+        self.prompt_check = prompt_check or default_prompt_check()
         self.clock = clock
         self.policy = policy
         self.handle: SessionHandle | None = None
@@ -147,6 +156,10 @@ class LiveSessionService:
             get_engine(model)
         except UnknownModel:
             pass
+        # The prompt check's models too (moderation's classifier: seconds on a process's first session).
+        warm = getattr(self.prompt_check, "warm", None)
+        if warm is not None:
+            warm()
 
     def start(self, msg: protocol.SessionStart, events: SessionEvents) -> protocol.SessionReady:
         """Validate, check the key and the quota, reserve, open the runtime session and its record.
@@ -195,6 +208,7 @@ class LiveSessionService:
             runtime = self.host.runtime_for(reservation.device_id)
             config = SessionConfig(engine_id=spec.id, width=width, height=height, fps=fps, prompt=msg.prompt or "",
                                    params=msg.params or {})
+            self.host.prepare(context)  # the frame checks' per-session state (database reads: here, not per frame)
             handle = self.handle = runtime.open_session(config, on_output=events.on_output,
                                                         on_control_applied=events.on_control_applied,
                                                         on_error=events.on_error)
@@ -212,7 +226,9 @@ class LiveSessionService:
             )
             self.record_id = record.pk
         except BaseException:
-            # Nothing half-started survives: no runtime session, no lease, no record.
+            # Nothing half-started survives: no runtime session, no lease, no record, no check state.
+            if self.handle is None:
+                self.host.release(context)
             self._close_runtime()
             self.handle = None
             self._release()

@@ -296,3 +296,15 @@ NEXTFRAME_AUDIT_SIZE = env_str("NEXTFRAME_AUDIT_SIZE", "128x128")
 NEXTFRAME_AUDIT_PER_ORG_PER_HOUR = env_int("NEXTFRAME_AUDIT_PER_ORG_PER_HOUR", 6, minimum=0)
 # Modules imported at start-up that register extra engines (tests, private engines).
 NEXTFRAME_EXTRA_ENGINES = env_list("NEXTFRAME_EXTRA_ENGINES", [])
+
+# Moderation (moderation/, docs/moderation.md). The live host's frame/input checks and the session
+# service's prompt check, as dotted paths (empty: none); the platform's default policy and the floor
+# that organisations cannot go below; how long opted-in thumbnails of flagged frames are kept.
+LIVE_MODERATION = env_str("NEXTFRAME_LIVE_MODERATION", "moderation.live.host_checks")
+LIVE_PROMPT_CHECK = env_str("NEXTFRAME_LIVE_PROMPT_CHECK", "moderation.live.prompt_check")
+MODERATION_DEFAULT_POLICY: dict = {}
+MODERATION_FLOOR: dict = {}
+MODERATION_PROMPT_CLASSIFIER = True
+# The share of one core the sampled frame classifier may take (moderation.classifier.ClassifierWorker).
+MODERATION_CLASSIFIER_DUTY = env_float("NEXTFRAME_MODERATION_CLASSIFIER_DUTY", 0.25, minimum=0.01)
+MODERATION_THUMBNAIL_RETENTION_DAYS = env_int("NEXTFRAME_MODERATION_THUMBNAIL_RETENTION_DAYS", 30, minimum=1)

@@ -35,3 +35,6 @@ NEXTFRAME_AUDIT_ON_STARTUP = False  # tests that want start-up audits turn them 
 NEXTFRAME_AUTH_FAILURE_LIMIT = 0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed: tests only
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+# The sampled frame classifier (open_nsfw, ~10-17 ms a sample on a worker thread) is off by default
+# in tests, so that tests of other concerns do not pay for it; moderation's tests turn it on.
+MODERATION_DEFAULT_POLICY = {"frame_classifier": "off"}

@@ -33,7 +33,7 @@ class Membership(models.Model):
 
 
 class ApiKey(models.Model):
-    SCOPES = ("live", "clips", "read")
+    SCOPES = ("live", "clips", "read", "moderation")
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     key_id = models.CharField(max_length=16, unique=True)

@@ -387,3 +387,35 @@ def test_upload_over_the_source_pixels_x_frames_limit_is_refused(client_for, api
     assert "source pixels x frames" in response.json()["error"]["message"]
     data = multipart(make_mp4(6), model="identity", width=64, height=64, fps=12, frames=5)
     assert client_for(api_key).post("/v1/clips", data=data, format="multipart").status_code == 202
+
+
+# -- moderation (issue 11) -----------------------------------------------------------------------------
+
+def test_a_clip_with_a_blocked_prompt_is_refused_400_moderation(client_for, api_key, pool, enqueued):
+    client = client_for(api_key)
+    response = create(client, {**TEXT_CLIP, "prompt": "a s-e-x-y girl"})
+    assert response.status_code == 400 and error_of(response) == "moderation"
+    assert enqueued == [] and not Clip.objects.exists()
+
+
+def test_a_clip_with_a_listed_frame_ends_blocked_its_video_is_never_served_and_its_usage_is_billed(
+        client_for, api_key, org, pool, enqueued, django_capture_on_commit_callbacks):
+    from inference.batch import render_frames
+    from moderation.models import BlockedHash, ModerationEvent
+    from moderation.phash import phash, to_hex
+
+    third = list(render_frames("dreamfield", 64, 48, 12, 3, TEXT_CLIP["prompt"]))[2]
+    BlockedHash.objects.create(organization=org, phash=to_hex(phash(third)), category="listed")
+    client = client_for(api_key)
+    with django_capture_on_commit_callbacks(execute=True):
+        body = create(client).json()
+    assert run_clip(body["id"]).status == "blocked"
+    clip = client.get(f"/v1/clips/{body['id']}").json()
+    assert clip["status"] == "blocked" and Decimal(clip["usage"]["gpu_seconds"]) > 0
+    video = client.get(f"/v1/clips/{body['id']}/video")
+    assert video.status_code == 409 and error_of(video) == "not_ready"
+    assert not Clip.objects.get(pk=body["id"]).video_name
+    event = ModerationEvent.objects.get(clip_id=body["id"])
+    assert (event.source, event.detector, event.action, event.category) == ("output", "hash", "blocked", "listed")
+    assert event.frame <= 2  # dreamfield's first frames are alike: the first one within the distance is caught
+    assert pool.active_leases() == []
