@@ -296,3 +296,27 @@ NEXTFRAME_AUDIT_SIZE = env_str("NEXTFRAME_AUDIT_SIZE", "128x128")
 NEXTFRAME_AUDIT_PER_ORG_PER_HOUR = env_int("NEXTFRAME_AUDIT_PER_ORG_PER_HOUR", 6, minimum=0)
 # Modules imported at start-up that register extra engines (tests, private engines).
 NEXTFRAME_EXTRA_ENGINES = env_list("NEXTFRAME_EXTRA_ENGINES", [])
+
+# --- billing (docs/billing.md) ---
+# A live session writes a ledger segment at least this often (and at its end): a crash loses at most one.
+BILLING_SEGMENT_S = env_float("NEXTFRAME_BILLING_SEGMENT_S", 10.0, minimum=0.0)
+# A clip's up-front quota estimate: reserved share x clip duration x this factor (GPU-seconds).
+BILLING_CLIP_ESTIMATE_FACTOR = env_float("NEXTFRAME_BILLING_CLIP_ESTIMATE_FACTOR", 1.0, minimum=0.0)
+# Stripe is a sync target: without a secret key the ledger works and sync is off.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")  # another base address (tests, proxies); default Stripe's
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_WEBHOOK_TOLERANCE_S = env_int("NEXTFRAME_STRIPE_WEBHOOK_TOLERANCE_S", 300, minimum=1)
+NEXTFRAME_STRIPE_METER_EVENT = env_str("NEXTFRAME_STRIPE_METER_EVENT", "nextframe_gpu_seconds")
+# The outbox drain (a Celery beat task on the maintenance queue): how often, how many per run.
+BILLING_SYNC_INTERVAL_S = env_float("NEXTFRAME_BILLING_SYNC_INTERVAL_S", 15.0, minimum=1.0)
+BILLING_SYNC_BATCH = env_int("NEXTFRAME_BILLING_SYNC_BATCH", 200, minimum=1)
+BILLING_SYNC_MAX_BACKOFF_S = env_float("NEXTFRAME_BILLING_SYNC_MAX_BACKOFF_S", 3600.0, minimum=1.0)
+# The beat schedule (`nextframe up` runs beat inside its embedded worker; scaled out: one beat process).
+CELERY_BEAT_SCHEDULE = {
+    "billing-sync-meter-events": {
+        "task": "billing.sync_meter_events",
+        "schedule": BILLING_SYNC_INTERVAL_S,
+        "options": {"queue": "maintenance", "expires": BILLING_SYNC_INTERVAL_S},
+    },
+}
