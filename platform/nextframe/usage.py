@@ -171,6 +171,26 @@ def quota_state(org, pending_gpu_seconds: Decimal = Decimal(0), pending_cost: De
     return quota.state(org, pending_gpu_seconds, pending_cost)
 
 
+def live_pending(org) -> tuple[Decimal, Decimal]:
+    """(GPU-seconds, cost) the organisation's running live-mode sessions have checkpointed but not yet
+    written as ledger segments (at most BILLING_SEGMENT_S each): what the live quota check adds to
+    the running total, so that concurrent sessions share one quota within a tick. Reads the active
+    records and their meters only (at most max_live_sessions rows), never the ledger."""
+    from django.db.models import Q, Sum
+
+    from billing.models import Meter
+    from nextframe.live.models import LiveSession
+
+    active = LiveSession.objects.filter(Q(api_key__isnull=True) | ~Q(api_key__mode="test"), organization=org,
+                                        status=LiveSession.Status.ACTIVE)
+    checkpointed = active.aggregate(gpu=Sum("gpu_seconds"), cost=Sum("cost"))
+    written = Meter.objects.filter(source="live", source_id__in=active.values("pk")).aggregate(
+        gpu=Sum("gpu_seconds"), cost=Sum("amount"))
+    gpu = (checkpointed["gpu"] or Decimal(0)) - (written["gpu"] or Decimal(0))
+    cost = (checkpointed["cost"] or Decimal(0)) - (written["cost"] or Decimal(0))
+    return max(gpu, Decimal(0)), max(cost, Decimal(0))
+
+
 def gpu_seconds_this_month(org) -> Decimal:
     """Customer-paid, live-mode GPU-seconds of the organisation's current calendar month (UTC)."""
     return quota.state(org).used_gpu_seconds

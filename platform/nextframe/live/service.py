@@ -313,13 +313,13 @@ class LiveSessionService:
 
     def _check_limits(self, metrics: SessionMetrics) -> EndReason | None:
         assert self._spec is not None
-        used = self._write_usage(metrics.as_dict())
+        self._write_usage(metrics.as_dict())
         now = self.clock()
         org = self.principal.organization
-        # Organisation-wide, read after this session's own usage (with what it measured since its
-        # last ledger segment): concurrent sessions of one organisation share one monthly quota.
+        # Organisation-wide, read after this session's own checkpoint (with what every running
+        # session measured since its last ledger segment): concurrent sessions share one quota.
         if self.metered_for_quota:
-            quota = usage.quota_state(org, used.pending_gpu_seconds, used.pending_cost)
+            quota = usage.quota_state(org, *usage.live_pending(org))
             if quota.exhausted:
                 return EndReason.QUOTA
             if quota.percent >= usage.WARN_PERCENT and not self._warned:
