@@ -69,10 +69,11 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         return json_error("bad_signature", f"signature verification failed: {exc.user_message or exc}", 400)
     except ValueError:
         return json_error("invalid_request", "the body is not a Stripe event (JSON)", 400)
-    event_id, event_type = event.get("id"), event.get("type")
+    body = event.to_dict()
+    event_id, event_type = body.get("id"), body.get("type")
     if not isinstance(event_id, str) or not isinstance(event_type, str):
         return json_error("invalid_request", "the event has no id or type", 400)
-    data = event.get("data") or {}
-    obj = data.get("object") if hasattr(data, "get") else None
-    outcome = apply(event_id, event_type, obj.to_dict() if hasattr(obj, "to_dict") else dict(obj or {}))
+    data = body.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    outcome = apply(event_id, event_type, obj if isinstance(obj, dict) else {})
     return JsonResponse({"received": True, "id": event_id, "outcome": outcome})
