@@ -7,7 +7,7 @@ it is asked for; an unknown model (an engine since removed) costs 0 and is never
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import transaction
@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from billing.models import Price
 
-EPOCH = datetime(2000, 1, 1, tzinfo=dt_timezone.utc)
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def declared_price(model: str) -> Decimal | None:

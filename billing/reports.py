@@ -6,8 +6,7 @@ Every amount is a decimal string; totals are sums of segments, so they equal wha
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -35,16 +34,16 @@ def parse_moment(text: str, name: str) -> datetime:
     """An ISO date (midnight UTC) or an ISO datetime (UTC when naive)."""
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), tzinfo=dt_timezone.utc)
+            return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ReportError(f"{name} must be an ISO date (2026-12-01) or datetime, got {text[:40]!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def period_bounds(period: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(period, time(), tzinfo=dt_timezone.utc)
-    return start, datetime.combine(arithmetic.next_period(period), time(), tzinfo=dt_timezone.utc)
+    start = datetime.combine(period, time(), tzinfo=UTC)
+    return start, datetime.combine(arithmetic.next_period(period), time(), tzinfo=UTC)
 
 
 def customer_segments(org: Organization, start: datetime, end: datetime):

@@ -103,7 +103,7 @@ def record_live(session_id: str, metrics: Mapping[str, Any], price_per_gpu_secon
             ledger.advance(meter, cumulative_gpu=cumulative, ended_at=now, organization_id=record.organization_id,
                            api_key=record.api_key, model=record.model, share=record.share)
         pending = max(cumulative - meter.gpu_seconds, Decimal(0))
-        pending_cost = cost_of(pending, 0 if ledger.is_test_key(record.api_key) else meter.unit_price)
+        pending_cost = cost_of(pending, Decimal(0) if ledger.is_test_key(record.api_key) else meter.unit_price)
         fields: dict[str, Any] = {"last_seen_at": now, "frames": frames, "gpu_seconds": cumulative,
                                   "cost": meter.amount + pending_cost, "metrics": dict(metrics)}
         if end_reason is not None:

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 
 async def all_text_until_ended(comm, timeout: float = 20) -> list[dict]:
-    seen = []
+    seen: list[dict] = []
     while True:
         message = await comm.receive_output(timeout)
         assert message["type"] != "websocket.close", seen[-3:]
