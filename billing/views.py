@@ -12,15 +12,16 @@ from rest_framework.views import APIView
 from billing import reports
 from nextframe.api.errors import ApiError
 
-_ROW = inline_serializer("UsageRow", {
+_ROW = {
     "day": serializers.CharField(required=False), "model": serializers.CharField(required=False),
     "key": serializers.CharField(required=False, allow_null=True), "gpu_seconds": serializers.CharField(),
-    "cost": serializers.CharField(), "segments": serializers.IntegerField()})
-_USAGE = inline_serializer("Usage", {
+    "cost": serializers.CharField(), "segments": serializers.IntegerField()}
+_USAGE = inline_serializer("UsageReport", {
     "object": serializers.CharField(), "start": serializers.DateTimeField(), "end": serializers.DateTimeField(),
     "group_by": serializers.CharField(allow_null=True), "gpu_seconds": serializers.CharField(),
-    "cost": serializers.CharField(), "currency": serializers.CharField(), "data": _ROW.__class__(many=True)})
-_BILLING = inline_serializer("Billing", {
+    "cost": serializers.CharField(), "currency": serializers.CharField(),
+    "data": inline_serializer("UsageReportRow", _ROW, many=True)})
+_BILLING = inline_serializer("BillingSummary", {
     "object": serializers.CharField(), "organization": serializers.CharField(), "plan": serializers.CharField(),
     "status": serializers.ChoiceField(["active", "suspended"]), "status_reason": serializers.CharField(),
     "current_period": serializers.DictField(), "gpu_seconds_used": serializers.CharField(),
@@ -40,9 +41,9 @@ class UsageView(APIView):
     def get(self, request):
         params = request.query_params
         try:
-            start = reports.parse_moment(params["start"], "start") if params.get("start") else None
-            end = reports.parse_moment(params["end"], "end") if params.get("end") else None
-            return Response(reports.usage(request.auth.organization, start, end, params.get("group_by") or None))
+            start = reports.parse_moment(params["start"], "start") if "start" in params else None
+            end = reports.parse_moment(params["end"], "end") if "end" in params else None
+            return Response(reports.usage(request.auth.organization, start, end, params.get("group_by")))
         except reports.ReportError as exc:
             raise ApiError(str(exc), code="invalid_request") from None
 
