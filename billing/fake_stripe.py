@@ -64,6 +64,11 @@ class FakeStripe:
         with self._lock:
             self._failures.extend([(status, retry_after_s)] * count)
 
+    def clear_failures(self) -> None:
+        """Forget failures asked for but not yet served."""
+        with self._lock:
+            self._failures.clear()
+
     @property
     def url(self) -> str:
         assert self._server is not None

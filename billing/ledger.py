@@ -93,6 +93,9 @@ def _add_to_period(segment: Segment) -> None:
 
 def locked_meter(source: str, source_id: str, unit_price: Decimal, opened_at: datetime) -> Meter:
     """The source's meter, row-locked until the caller's transaction ends (created on first use)."""
+    meter = Meter.objects.select_for_update().filter(source=source, source_id=source_id).first()
+    if meter is not None:  # every tick but the first: one query
+        return meter
     Meter.objects.get_or_create(source=source, source_id=source_id,
                                 defaults={"unit_price": unit_price, "last_end_at": opened_at})
     return Meter.objects.select_for_update().get(source=source, source_id=source_id)
