@@ -22,4 +22,4 @@ def test_usage_carries_the_exact_gpu_seconds_only_when_given_and_never_as_a_floa
     exact = protocol.Usage(gpu_seconds=1.5, frames=3, cost=Decimal("0.000600"), gpu_seconds_decimal="1.500000")
     assert exact.to_dict()["gpu_seconds_decimal"] == "1.500000" and exact.to_dict()["gpu_seconds"] == 1.5
     with pytest.raises(ValueError):
-        protocol.Usage(gpu_seconds=1.5, frames=3, cost="0", gpu_seconds_decimal=1.5)  # type: ignore[arg-type]
+        protocol.Usage(gpu_seconds=1.5, frames=3, cost="0", gpu_seconds_decimal=1.5)  # a float
