@@ -1,6 +1,10 @@
-"""Billing's REST routes and webhooks, included under /v1/billing/ by `nextframe.urls` (none yet)."""
+"""Billing's routes under /v1/billing/ (included by `nextframe.urls`): Stripe's webhooks."""
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from billing import webhooks
+
+urlpatterns: list[URLPattern] = [
+    path("webhooks/stripe", webhooks.stripe_webhook, name="stripe-webhook"),
+]

@@ -494,17 +494,25 @@ class Usage:
     frames: int
     cost: Decimal | str
     currency: str = "usd"
+    # v1.2: the exact GPU-seconds as a decimal string (micro-GPU-seconds), equal to the ledger's sum;
+    # `gpu_seconds` stays a number for existing clients. Sent only when given.
+    gpu_seconds_decimal: Decimal | str | None = None
 
     def __post_init__(self) -> None:
         _decimal_string(self.cost, "cost")
+        if self.gpu_seconds_decimal is not None:
+            _decimal_string(self.gpu_seconds_decimal, "gpu_seconds_decimal")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "gpu_seconds": self.gpu_seconds,
             "frames": self.frames,
             "cost": _decimal_string(self.cost, "cost"),
             "currency": self.currency,
         }
+        if self.gpu_seconds_decimal is not None:
+            out["gpu_seconds_decimal"] = _decimal_string(self.gpu_seconds_decimal, "gpu_seconds_decimal")
+        return out
 
 
 @dataclass(frozen=True)
@@ -521,8 +529,22 @@ class SessionEnded(Message):
         return {"type": "session.ended", "reason": self.reason, "usage": self.usage.to_dict()}
 
 
+@dataclass(frozen=True)
+class QuotaWarning(Message):
+    """`quota.warning` (v1.1): sent once per session when the organisation has used `percent` of its
+    monthly limit. `limit_gpu_seconds` is null when only a spend limit is set."""
+
+    used_gpu_seconds: float
+    limit_gpu_seconds: float | None
+    percent: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "quota.warning", "used_gpu_seconds": self.used_gpu_seconds,
+                "limit_gpu_seconds": self.limit_gpu_seconds, "percent": self.percent}
+
+
 ServerMessage = (
-    SessionReady | ControlApplied | ControlRejected | Metrics | Moderation | Error | SessionEnded
+    SessionReady | ControlApplied | ControlRejected | Metrics | Moderation | Error | SessionEnded | QuotaWarning
 )
 
 

@@ -117,8 +117,16 @@ def _children_commands(host: str, port: int) -> dict[str, list[str]]:
             sys.executable, "-m", "celery", "-A", "nextframe.celery", "worker",
             "-Q", ",".join(QUEUES), "--concurrency", "1", "--loglevel", "INFO",
             "--without-mingle", "--without-gossip", "--hostname", f"embedded@{host}-{port}",
+            # The beat schedule (billing's Stripe sync) runs inside this one embedded worker.
+            "--beat", "--schedule", str(_beat_schedule_file()),
         ],
     }
+
+
+def _beat_schedule_file() -> Path:
+    from django.conf import settings
+
+    return Path(settings.DATA_DIR) / "celerybeat-schedule"
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -296,6 +304,34 @@ def cmd_revokekey(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    """An organisation's usage and invoice preview for a month (this month by default), from the ledger."""
+    _setup_django(args.data_dir)
+    from billing import reports
+    from nextframe.tenancy.models import Organization
+
+    try:
+        org = Organization.objects.get(name=args.org)
+    except Organization.DoesNotExist:
+        return _fail(f"no organisation named {args.org!r}")
+    try:
+        period = reports.month(args.month) if args.month else None
+    except reports.ReportError as exc:
+        return _fail(str(exc), 2)
+    report = reports.billing(org, period)
+    limit = report["gpu_seconds_limit"] or "unlimited"
+    print(f"{org.name}  {report['current_period']['start'][:7]}  status {report['status']}  plan {report['plan']}")
+    print(f"GPU-seconds {report['gpu_seconds_used']} of {limit}; spend {report['spend']} {report['currency']}"
+          f" (limit {report['spend_limit'] or 'none'})")
+    for line in report["invoice_preview"]["lines"]:
+        print(f"  {line['model']:<24} {line['gpu_seconds']:>16} GPU-s x {line['unit_price']:<12} = {line['amount']}")
+    print(f"  {'total':<24} {report['invoice_preview']['total']:>50}")
+    sync = report["stripe"]
+    print(f"Stripe sync {sync['sync']}: {sync['pending_meter_events']} meter event(s) pending, "
+          f"last sync {sync['last_sync_at'] or 'never'}")
+    return 0
+
+
 def cmd_manage(args: argparse.Namespace, rest: list[str]) -> int:
     _setup_django(args.data_dir)
     from django.core.management import execute_from_command_line
@@ -334,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key")
     _add_data_dir(revoke)
 
+    usage_cmd = sub.add_parser("usage", help="an organisation's usage and invoice preview for a month")
+    usage_cmd.add_argument("--org", required=True)
+    usage_cmd.add_argument("--month", default=None, help="YYYY-MM (default: this month)")
+    _add_data_dir(usage_cmd)
+
     manage = sub.add_parser("manage", help="run a Django management command", add_help=False)
     _add_data_dir(manage)
 
@@ -357,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         args, rest = parser.parse_known_args(argv)
         return cmd_manage(args, rest)
     args = parser.parse_args(argv)
-    handlers = {"up": cmd_up, "createorg": cmd_createorg, "createkey": cmd_createkey, "revokekey": cmd_revokekey}
+    handlers = {"up": cmd_up, "createorg": cmd_createorg, "createkey": cmd_createkey, "revokekey": cmd_revokekey,
+                "usage": cmd_usage}
     return handlers[args.command](args)
 
 

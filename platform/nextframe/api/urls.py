@@ -13,5 +13,6 @@ urlpatterns = [
     path("", include("nextframe.live.urls")),
     path("", include("nextframe.clips.urls")),
     path("", include("nextframe.audits.urls")),
+    path("", include("billing.api_urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
 ]

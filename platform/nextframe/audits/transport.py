@@ -10,6 +10,8 @@ renders, and stops with `preempted` when a live session takes the lease back.
 """
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +20,40 @@ from typing import Any
 from inference.audit import AuditError, RuntimeTransport
 
 AUDIT_ORG = "nextframe-audit"
+log = logging.getLogger(__name__)
+
+
+def _record_usage(res: Any, model: str, held_s: float) -> None:
+    """The audit's capacity in the ledger: the platform's own cost, never billed to a customer.
+    Never raises (an audit's result does not depend on its bookkeeping; a failure is logged)."""
+    import asyncio
+    import threading
+
+    from nextframe import usage
+
+    def write() -> None:
+        try:
+            usage.record_audit(res.session_id, model, res.share, held_s)
+        except Exception:  # noqa: BLE001
+            log.exception("audit reservation %s: its usage could not be written", res.session_id)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        write()
+        return
+
+    def in_thread() -> None:  # the ORM refuses to run inside an event loop
+        from django.db import close_old_connections
+
+        try:
+            write()
+        finally:
+            close_old_connections()
+
+    worker = threading.Thread(target=in_thread, name="nf-audit-usage", daemon=True)
+    worker.start()
+    worker.join(timeout=10.0)
 
 
 class DeploymentTransport(RuntimeTransport):
@@ -40,6 +76,7 @@ class DeploymentTransport(RuntimeTransport):
 
         host.keep(res, on_lost=lost)
         released = False
+        held_since = time.monotonic()
 
         def release() -> None:
             nonlocal released
@@ -47,6 +84,7 @@ class DeploymentTransport(RuntimeTransport):
                 released = True
                 host.forget(res)
                 host.pool.release(host.current(res))
+                _record_usage(res, model, time.monotonic() - held_since)
 
         try:
             return host.runtime_for(res.device_id), release
@@ -82,6 +120,7 @@ def clip_reservation(model: str, width: int, height: int, fps: float) -> Iterato
         raise AuditError("capacity_unavailable", f"no device capacity for a clip audit: {exc}") from None
     lost: list[str] = []
     host.keep(res, on_lost=lost.append)
+    held_since = time.monotonic()
 
     def guard() -> None:
         if lost:
@@ -92,3 +131,4 @@ def clip_reservation(model: str, width: int, height: int, fps: float) -> Iterato
     finally:
         host.forget(res)
         host.pool.release(host.current(res))
+        _record_usage(res, model, time.monotonic() - held_since)

@@ -131,16 +131,31 @@ def _check_upload(upload: IO[bytes], frames: int) -> None:
         upload.seek(0)
 
 
-def _check_quota(org: Organization) -> None:
-    """Refuse a clip when the organisation's monthly GPU-second quota is used up (live sessions and
-    clips count alike); a clip that starts under the quota may finish over it, as a live session can."""
-    if usage.quota_exhausted(org):
-        raise ClipError("the organisation's GPU-second quota for this month is used up",
-                        "quota_exceeded", 402)
+def estimate(spec, width: int, height: int, fps: int, frames: int, api_key=None) -> tuple[Decimal, Decimal]:
+    """A clip's up-front estimate: (GPU-seconds, cost) = reserved share x its duration x
+    BILLING_CLIP_ESTIMATE_FACTOR, at the model's current price (docs/billing.md)."""
+    from billing.arithmetic import share_seconds
+
+    share = max(spec.cost(width, height, fps).compute_share, float(settings.CLIP_MIN_SHARE))
+    gpu = share_seconds(share, frames / fps * float(settings.BILLING_CLIP_ESTIMATE_FACTOR))
+    return gpu, usage.cost_of(gpu, usage.price_of(spec.id, api_key))
 
 
-def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = None) -> Clip:
-    """Validate, check limits, store the upload and enqueue; raises ClipError."""
+def _check_quota(org: Organization, gpu_estimate: Decimal, cost_estimate: Decimal, api_key=None) -> None:
+    """Refuse a clip, before any work, when its estimate does not fit the organisation's monthly
+    GPU-second or spend limit (live sessions and clips count alike), or the account is suspended.
+    Test-mode keys are priced 0 and never count against the quota."""
+    if usage.account_suspended(org):
+        raise ClipError("the organisation's account is suspended (an invoice is unpaid)", "account_suspended", 402)
+    if api_key is not None and api_key.mode == "test":
+        return
+    if not usage.quota_fits(org, gpu_estimate, cost_estimate):
+        raise ClipError(f"the clip (estimated {gpu_estimate} GPU-seconds, {cost_estimate} {usage.CURRENCY}) "
+                        "does not fit the organisation's remaining monthly quota", "quota_exceeded", 402)
+
+
+def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = None, api_key=None) -> Clip:
+    """Validate, check limits and quota, store the upload and enqueue; raises ClipError."""
     limits = limits_for(org)
     spec, width, height, fps, frames, prompt, params = _resolve(req, limits)
     if spec.kind == "video-to-video":
@@ -152,7 +167,7 @@ def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = 
     refusal = moderation_clips.check_prompt(org.pk, prompt)
     if refusal is not None:  # a blocked prompt never reaches a model
         raise ClipError(refusal, "moderation")
-    _check_quota(org)
+    _check_quota(org, *estimate(spec, width, height, fps, frames, api_key), api_key=api_key)
     if upload is not None:
         _check_upload(upload, frames)
     with transaction.atomic():
@@ -164,7 +179,7 @@ def create_clip(org: Organization, req: ClipRequest, upload: IO[bytes] | None = 
                             "wait for one to finish", "concurrency_limit", 429, retry_after_s=5)
         clip = Clip.objects.create(
             organization=org, model=spec.id, prompt=prompt, width=width, height=height, fps=fps,
-            frames=frames, seed=req.seed, params=params, created_at=timezone.now(),
+            frames=frames, seed=req.seed, params=params, created_at=timezone.now(), api_key=api_key,
         )
         ClipEvent.objects.create(clip=clip, from_status="", to_status=S.QUEUED, at=clip.created_at)
         if upload is not None:
@@ -253,7 +268,8 @@ def _seconds(a, b) -> float | None:
 
 
 def cost_of(clip: Clip) -> str:
-    return str(usage.clip_cost(clip.model, clip.gpu_seconds))
+    """What the clip costs: the sum of its customer-paid ledger segments (never recomputed)."""
+    return str(Decimal(clip.cost).quantize(Decimal("0.000001")))
 
 
 def describe(clip: Clip) -> dict[str, Any]:

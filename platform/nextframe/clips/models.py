@@ -76,9 +76,14 @@ class Clip(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     render_s = models.FloatField(null=True, blank=True,
                                  help_text="run seconds of the final attempt: its pool lease, reserve to release")
-    # Usage of the attempt that produced the video.
+    # Usage: the share of the attempt that produced the video; gpu_seconds and cost are the sums of
+    # the clip's customer-paid ledger segments (one per attempt that held capacity).
     share = models.FloatField(default=0.0, help_text="device share reserved from the pool")
     gpu_seconds = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # The customer-paid segments of the ledger behind this clip, summed (billing.ledger; docs/billing.md).
+    cost = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    api_key = models.ForeignKey("tenancy.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                help_text="the key that created it (test-mode keys are priced 0)")
     # Soft delete: a deleted clip's files are gone and the API no longer shows it, but the row stays,
     # because its gpu_seconds are usage of the month (nextframe.usage.gpu_seconds_this_month).
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="deleted by the customer (files removed)")

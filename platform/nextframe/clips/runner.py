@@ -171,10 +171,33 @@ def _attempt(clip: Clip) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - pool backend unreachable, engine gone: retried, bounded
         log.exception("clip %s could not reserve capacity", clip.pk)
         return _retry_after_error(clip, exc)
+    outcome: Outcome | None = None
     try:
-        return _render(clip, pool, leased, share)
+        outcome = _render(clip, pool, leased, share)
+        return outcome
     finally:
-        leased.release()
+        held_s = leased.release()
+        if not leased.billed:
+            _bill_attempt(clip, share, held_s, outcome)
+
+
+# Outcomes of an attempt that the customer pays for besides a success: the job failed for a reason
+# in its own request (docs/billing.md, "Who pays for what").
+_CUSTOMER_FAILURES = ("bad video", "render error")
+
+
+def _bill_attempt(clip: Clip, share: float, held_s: float, outcome: Outcome | None) -> None:
+    """Write the segment of an attempt that held capacity and did not succeed. The customer pays for
+    a failure caused by the request and for an attempt it cancelled; the platform pays for
+    preemption, a lost lease, crashes and transient errors (retried or not) and takeovers. Never
+    raises: the attempt's outcome stands even when its usage cannot be written (it is logged)."""
+    customer = outcome is not None and (outcome.status == S.SUCCEEDED or outcome.reason in _CUSTOMER_FAILURES)
+    try:
+        if not customer and outcome is not None and outcome.status == "abandoned":
+            customer = Clip.objects.filter(pk=clip.pk, status=S.CANCELLED).exists()
+        usage.record_clip(clip.pk, share, held_s, usage.CUSTOMER if customer else usage.PLATFORM, clip.attempts)
+    except Exception:  # noqa: BLE001 - the database may be away; the outcome is already written
+        log.exception("clip %s attempt %s: its usage could not be written", clip.pk, clip.attempts)
 
 
 class _LeaseClock:
@@ -187,6 +210,7 @@ class _LeaseClock:
         self.started_at = timezone.now()
         self._t0 = time.monotonic()
         self.held_s: float | None = None
+        self.billed = False  # the attempt's usage segment is written
 
     def release(self) -> float:
         """Give the capacity back (once); returns the seconds it was held."""
@@ -263,7 +287,8 @@ def _render(clip: Clip, pool, leased: _LeaseClock, share: float) -> Outcome:
             if _transition(clip, S.SUCCEEDED, video_name=stored, video_bytes=result.bytes, codec=result.codec,
                            frames_done=result.frames, first_frame_at=playable_at, started_at=leased.started_at,
                            finished_at=timezone.now(), render_s=run_s, share=share, claim=""):
-                usage.record_clip(clip.pk, share, run_s)
+                usage.record_clip(clip.pk, share, run_s, usage.CUSTOMER, clip.attempts)
+                leased.billed = True
                 return Outcome("done", S.SUCCEEDED)
         files.delete(stored)  # cancelled (or taken over) between the last heartbeat and now
         return Outcome("noop", "abandoned", reason="lost ownership before publishing")

@@ -45,8 +45,9 @@ class TimingsSerializer(serializers.Serializer):
 
 
 class UsageSerializer(serializers.Serializer):
-    gpu_seconds = serializers.CharField(help_text="reserved share x run seconds, decimal string")
-    cost = serializers.CharField(help_text="gpu_seconds x the model's price_per_gpu_second")
+    gpu_seconds = serializers.CharField(help_text="the sum of the clip's customer-paid ledger segments: reserved share x "
+                                        "run seconds of each attempt it pays for (docs/billing.md), decimal string")
+    cost = serializers.CharField(help_text="the sum of those segments' amounts, each at the price of its moment")
     currency = serializers.CharField()
     share = serializers.FloatField()
 

@@ -122,7 +122,7 @@ class ClipListView(ClipBase):
         serializer.is_valid(raise_exception=True)
         req = actions.ClipRequest(**serializer.validated_data)
         try:
-            clip = actions.create_clip(request.auth.organization, req, upload)
+            clip = actions.create_clip(request.auth.organization, req, upload, api_key=request.auth.api_key)
         except actions.ClipError as exc:
             _raise(exc)
         return Response(actions.describe(clip), status=202)

@@ -157,6 +157,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.flow is not None and self.flow.stalled_for() >= settings.LIVE_SLOW_READER_TIMEOUT_S:
             return EndReason.SLOW_READER
         tick = await database_sync_to_async(service.tick)()
+        if tick.warning is not None:  # once per session: sent even while backed up
+            await self._send_text(tick.warning.to_json())
         if not self._backed_up():  # nobody reads them while it is
             await self._send_text(tick.metrics.as_message().to_json())
         return tick.end

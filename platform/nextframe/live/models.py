@@ -35,7 +35,7 @@ class LiveSession(models.Model):
     # Written about once a second while the session runs, so a crash loses at most that much.
     last_seen_at = models.DateTimeField(auto_now_add=True)
     frames = models.PositiveIntegerField(default=0)
-    gpu_seconds = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+    gpu_seconds = models.DecimalField(max_digits=20, decimal_places=6, default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
     metrics = models.JSONField(default=dict)
 

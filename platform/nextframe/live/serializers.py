@@ -12,4 +12,6 @@ class LiveSessionSerializer(serializers.ModelSerializer):
                   "ended_at", "end_reason", "metrics", "usage"]
 
     def get_usage(self, obj) -> dict:
-        return {"gpu_seconds": float(obj.gpu_seconds), "frames": obj.frames, "cost": str(obj.cost), "currency": "usd"}
+        # `gpu_seconds` stays a number (v1); `gpu_seconds_decimal` is the exact decimal string the ledger sums to.
+        return {"gpu_seconds": float(obj.gpu_seconds), "frames": obj.frames, "cost": str(obj.cost), "currency": "usd",
+                "gpu_seconds_decimal": str(obj.gpu_seconds)}

@@ -105,6 +105,8 @@ class Tick:
 
     metrics: SessionMetrics
     end: EndReason | None
+    # `quota.warning` to send first (once per session, at 90% of the organisation's monthly limit).
+    warning: protocol.QuotaWarning | None = None
 
 
 class LiveSessionService:
@@ -127,6 +129,8 @@ class LiveSessionService:
         self._price = "0"
         self._last_control_seq = 0
         self._failed_ticks = 0
+        self._warned = False
+        self._warning: protocol.QuotaWarning | None = None
         self._started_at = self._last_input_at = self._next_key_check = 0.0
         self._lock = threading.Lock()
         self._shut = False  # the socket is gone: a start still in flight must undo itself
@@ -188,8 +192,11 @@ class LiveSessionService:
             raise Rejected(ErrorCode.MODERATION, refusal)
         if self.key_revoked():  # and the revocation did not reach this process's channel layer
             raise KeyRevoked()
-        if usage.quota_exhausted(org):
-            raise Rejected(ErrorCode.QUOTA_EXCEEDED, "the organisation's monthly GPU-seconds are used up",
+        if usage.account_suspended(org):
+            raise Rejected(ErrorCode.ACCOUNT_SUSPENDED, "the organisation's account is suspended (an invoice is unpaid)",
+                           close_reason="account suspended")
+        if self.metered_for_quota and usage.quota_exhausted(org):
+            raise Rejected(ErrorCode.QUOTA_EXCEEDED, "the organisation's monthly quota (GPU-seconds or spend) is used up",
                            close_reason="quota exceeded")
         cost = spec.cost(width, height, fps)
         try:
@@ -216,7 +223,7 @@ class LiveSessionService:
             handle.set_gpu_share(reservation.share)
             self.host.keep(reservation, events.on_lease_lost)
             # The price is fixed at admission (what session.ready announces) and read from the seam.
-            self._spec, self._price, self.context = spec, str(usage.price_of(spec.id)), context
+            self._spec, self._price, self.context = spec, str(usage.price_of(spec.id, self.principal.api_key)), context
             self._started_at = self._last_input_at = self.clock()
             self._next_key_check = self._started_at + KEY_RECHECK_S
             record = actions.open_record(
@@ -244,6 +251,12 @@ class LiveSessionService:
             session_id=session_id, model=spec.id, tier=tier, width=handle.width, height=handle.height,
             fps=int(round(handle.fps)), frame_budget_ms=handle.frame_budget_ms, device=reservation.device_id,
             share=reservation.share, price_per_gpu_second=self._price, currency=usage.CURRENCY)
+
+    @property
+    def metered_for_quota(self) -> bool:
+        """Whether this session counts against the quota (test-mode keys never do)."""
+        key = self.principal.api_key
+        return key is None or key.mode != "test"
 
     def key_revoked(self) -> bool:
         """Whether the principal's API key has been revoked (read from the database)."""
@@ -306,21 +319,28 @@ class LiveSessionService:
         try:
             end = self._check_limits(metrics)
             self._failed_ticks = 0
+            warning, self._warning = self._warning, None
         except Exception:
             self._failed_ticks += 1
             log.exception("live session %s: tick %d failed", self.record_id, self._failed_ticks)
             end = EndReason.SERVER_ERROR if self._failed_ticks >= MAX_FAILED_TICKS else None
-        return Tick(metrics, end)
+            warning = None
+        return Tick(metrics, end, warning)
 
     def _check_limits(self, metrics: SessionMetrics) -> EndReason | None:
         assert self._spec is not None
         self._write_usage(metrics.as_dict())
         now = self.clock()
         org = self.principal.organization
-        # Organisation-wide, read after this session's own usage: concurrent sessions of one
-        # organisation share one monthly quota.
-        if usage.quota_exhausted(org):
-            return EndReason.QUOTA
+        # Organisation-wide, read after this session's own checkpoint (with what every running
+        # session measured since its last ledger segment): concurrent sessions share one quota.
+        if self.metered_for_quota:
+            quota = usage.quota_state(org, *usage.live_pending(org))
+            if quota.exhausted:
+                return EndReason.QUOTA
+            if quota.percent >= usage.WARN_PERCENT and not self._warned:
+                self._warned = True
+                self._warning = quota_warning(quota)
         if now - self._started_at >= settings.LIVE_MAX_DURATION_S:
             return EndReason.MAX_DURATION
         if self._spec.kind == "video-to-video" and now - self._last_input_at >= settings.LIVE_IDLE_TIMEOUT_S:
@@ -410,6 +430,14 @@ class LiveSessionService:
         current = self.host.current(reservation)
         self.host.forget(reservation)
         self.host.pool.release(current)
+
+
+def quota_warning(quota: usage.QuotaState) -> protocol.QuotaWarning:
+    """`quota.warning` for the limit nearest to its end (GPU-seconds when there is one)."""
+    return protocol.QuotaWarning(used_gpu_seconds=float(quota.used_gpu_seconds),
+                                 limit_gpu_seconds=None if quota.limit_gpu_seconds is None
+                                 else float(quota.limit_gpu_seconds),
+                                 percent=usage.WARN_PERCENT)
 
 
 def catalog_tier(spec: EngineSpec) -> str:

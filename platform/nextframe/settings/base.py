@@ -308,3 +308,26 @@ MODERATION_PROMPT_CLASSIFIER = True
 # The share of one core the sampled frame classifier may take (moderation.classifier.ClassifierWorker).
 MODERATION_CLASSIFIER_DUTY = env_float("NEXTFRAME_MODERATION_CLASSIFIER_DUTY", 0.25, minimum=0.01)
 MODERATION_THUMBNAIL_RETENTION_DAYS = env_int("NEXTFRAME_MODERATION_THUMBNAIL_RETENTION_DAYS", 30, minimum=1)
+# --- billing (docs/billing.md) ---
+# A live session writes a ledger segment at least this often (and at its end): a crash loses at most one.
+BILLING_SEGMENT_S = env_float("NEXTFRAME_BILLING_SEGMENT_S", 10.0, minimum=0.0)
+# A clip's up-front quota estimate: reserved share x clip duration x this factor (GPU-seconds).
+BILLING_CLIP_ESTIMATE_FACTOR = env_float("NEXTFRAME_BILLING_CLIP_ESTIMATE_FACTOR", 1.0, minimum=0.0)
+# Stripe is a sync target: without a secret key the ledger works and sync is off.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")  # another base address (tests, proxies); default Stripe's
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_WEBHOOK_TOLERANCE_S = env_int("NEXTFRAME_STRIPE_WEBHOOK_TOLERANCE_S", 300, minimum=1)
+NEXTFRAME_STRIPE_METER_EVENT = env_str("NEXTFRAME_STRIPE_METER_EVENT", "nextframe_gpu_seconds")
+# The outbox drain (a Celery beat task on the maintenance queue): how often, how many per run.
+BILLING_SYNC_INTERVAL_S = env_float("NEXTFRAME_BILLING_SYNC_INTERVAL_S", 15.0, minimum=1.0)
+BILLING_SYNC_BATCH = env_int("NEXTFRAME_BILLING_SYNC_BATCH", 200, minimum=1)
+BILLING_SYNC_MAX_BACKOFF_S = env_float("NEXTFRAME_BILLING_SYNC_MAX_BACKOFF_S", 3600.0, minimum=1.0)
+# The beat schedule (`nextframe up` runs beat inside its embedded worker; scaled out: one beat process).
+CELERY_BEAT_SCHEDULE = {
+    "billing-sync-meter-events": {
+        "task": "billing.sync_meter_events",
+        "schedule": BILLING_SYNC_INTERVAL_S,
+        "options": {"queue": "maintenance", "expires": BILLING_SYNC_INTERVAL_S},
+    },
+}

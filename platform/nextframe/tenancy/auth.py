@@ -72,5 +72,15 @@ class HasApiKey(permissions.BasePermission):
         if not isinstance(principal, actions.Principal):
             raise exceptions.NotAuthenticated("missing API key: send 'Authorization: Bearer <api key>'")
         scope = getattr(view, "required_scope", None)
-        return scope is None or principal.has_scope(scope)
+        if scope is not None and not principal.has_scope(scope):
+            return False
+        if not getattr(view, "allow_suspended", False):
+            from nextframe import usage
+
+            if usage.account_suspended(principal.organization):
+                from nextframe.api.errors import ApiError
+
+                raise ApiError("the organisation's account is suspended (an invoice is unpaid); "
+                               "GET /v1/billing says why", code="account_suspended", status_code=402)
+        return True
 

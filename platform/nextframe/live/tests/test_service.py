@@ -103,7 +103,11 @@ def test_a_session_is_admitted_reserved_recorded_and_ended_exactly_once(principa
     assert leases() == [] and not service.running
     record.refresh_from_db()
     assert record.status == "ended" and record.end_reason == "client"
-    assert used.frames == record.frames >= 1 and Decimal(str(round(used.gpu_seconds, 4))) == record.gpu_seconds
+    assert used.frames == record.frames >= 1 and used.gpu_seconds == record.gpu_seconds
+    # The ledger holds exactly what the client is told (docs/billing.md).
+    from billing.models import Segment
+    ledger = Segment.objects.filter(source="live", source_id=record.pk)
+    assert sum(s.gpu_seconds for s in ledger) == used.gpu_seconds and sum(s.amount for s in ledger) == used.cost
     assert used.cost == usage.cost_of(used.gpu_seconds, "0.0004") and used.as_dict()["currency"] == "usd"
     count = len(events.outputs)
     time.sleep(0.2)

@@ -55,7 +55,8 @@ def test_session_detail_shows_metrics_and_usage(client_for, api_key, org):
     LiveSession.objects.filter(pk=session.pk).update(frames=90, gpu_seconds="1.5", cost="0.000600",
                                                      metrics={"ttff_ms": 40.0}, end_reason="client")
     body = client_for(api_key).get(f"/v1/sessions/{session.id}").json()
-    assert body["usage"] == {"gpu_seconds": 1.5, "frames": 90, "cost": "0.000600", "currency": "usd"}
+    assert body["usage"] == {"gpu_seconds": 1.5, "frames": 90, "cost": "0.000600", "currency": "usd",
+                             "gpu_seconds_decimal": "1.500000"}
     assert body["metrics"]["ttff_ms"] == 40.0 and body["end_reason"] == "client"
 
 
