@@ -114,6 +114,7 @@ def load_folder(path: Path, folder_name: str, dev: Device, skip: tuple[str, ...]
             elif "Tokenizer" in cls_name:
                 out[name] = cls.from_pretrained(str(path / name), local_files_only=True)
             else:
+                # torch_dtype at load keeps the modules a model pins to fp32 (Wan's norms, RoPE) in fp32.
                 model = cls.from_pretrained(str(path / name), local_files_only=True, torch_dtype=dev.dtype)
                 out[name] = model.to(dev.device).eval().requires_grad_(False)
         except ModelLoadError:
