@@ -87,8 +87,8 @@ BUILTIN_SPECS = (IDENTITY, DREAMFIELD, DREAMFIELD_CHUNKED, STYLIZE)
 
 _SD_COMMON_PARAMS = [
     ParamSpec("steps", "int", 1, 1, 4, description="denoising steps per frame (StreamDiffusion: 1-4)"),
-    ParamSpec("guidance", "float", 1.0, 0.0, 20.0, description="classifier-free guidance scale (used when cfg != none)"),
-    ParamSpec("cfg", "enum", "none", choices=("none", "full", "self"),
+    ParamSpec("guidance", "float", 1.2, 0.0, 20.0, description="classifier-free guidance scale (used when cfg != none)"),
+    ParamSpec("cfg", "enum", "self", choices=("none", "full", "self"),
               description="none; full (a second, unconditional UNet pass); self (residual CFG: the "
                           "stored noise stands in for the unconditional prediction, no extra pass)"),
     ParamSpec("seed", "int", -1, -1, 2**31 - 1, description="noise seed; -1 = the session's seed"),
@@ -133,8 +133,11 @@ _CAUSAL_PARAMS = [
     ParamSpec("steps", "int", 2, 1, 4, description="flow-matching denoising steps per chunk"),
     ParamSpec("window", "int", 8, 1, 64, description="latent frames kept in the rolling KV cache (besides the sinks)"),
     ParamSpec("sink", "int", 1, 0, 8, description="first latent frames kept forever as attention sinks"),
-    ParamSpec("on_prompt_switch", "enum", "recache", choices=("recache", "reset"),
-              description="recache: rebuild the cache of the kept frames under the new prompt; reset: start over"),
+    ParamSpec("shift", "float", 5.0, 1.0, 12.0,
+              description="sigma shift of the flow-matching schedule (Wan's flow_shift); higher = more structure change"),
+    ParamSpec("recache", "bool", True,
+              description="on a prompt switch, rebuild the cache of the kept frames under the new prompt "
+                          "(false: clear it, the next frame starts a new shot)"),
     ParamSpec("seed", "int", -1, -1, 2**31 - 1, description="noise seed; -1 = the session's seed"),
 ]
 

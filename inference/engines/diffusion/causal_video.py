@@ -14,8 +14,8 @@ themselves and to a per-block cache of keys and values of the frames already mad
   each of `steps` steps predicts the flow v, takes x0 = x - sigma v, and re-noises to the next
   (shifted) sigma; then the clean chunk is run once more at t=0 and its keys/values are committed to
   the cache. Chunk 1 is `causal-video` (interactive), chunk 4 `causal-video-chunked` (streaming).
-- **Prompt switch**: `recache` rebuilds the cache of the kept frames from their clean latents under
-  the new prompt; `reset` clears it (the next frame starts a new shot).
+- **Prompt switch**: `recache=true` rebuilds the cache of the kept frames from their clean latents under
+  the new prompt; `recache=false` clears it (the next frame starts a new shot).
 - **Decoding**: each latent frame is decoded by the folder's AutoencoderKLWan as its own first
   frame (frames folded into the batch), which works for any temporal factor but does not use the
   VAE's 4x temporal upsampling with its causal feature cache (not wired: see docs/engines.md).
@@ -264,9 +264,9 @@ class CausalModel:
                 self._prompts.popitem(last=False)
         return ctx
 
-    def sigmas(self, steps: int) -> list[float]:
+    def sigmas(self, steps: int, shift: float | None = None) -> list[float]:
         """`steps` descending sigmas in (0, 1], shifted like FlowMatchEulerDiscreteScheduler(shift)."""
-        s = self.shift
+        s = self.shift if shift is None else shift
         return [s * x / (1 + (s - 1) * x) for x in (1.0 - i / steps for i in range(steps))]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -305,7 +305,8 @@ class CausalVideoEngine(Engine):
         defaults = type(self).spec.default_params()
         kv_per_pixel = (tc.num_layers * 2 * tc.num_attention_heads * tc.attention_head_dim * el
                         * (defaults["window"] + defaults["sink"]) * tokens_per_pixel)
-        self.spec = replace(type(self).spec, base_memory_bytes=self.model.weights_bytes + (16 << 20),
+        params = [replace(p, default=self.model.shift) if p.name == "shift" else p for p in type(self).spec.params]
+        self.spec = replace(type(self).spec, params=params, base_memory_bytes=self.model.weights_bytes + (16 << 20),
                             memory_bytes_per_pixel=int(math.ceil(kv_per_pixel / type(self).spec.chunk_frames)) + 64)
         self._warm_up()
 
@@ -357,7 +358,7 @@ class CausalVideoEngine(Engine):
         kept = st.clean
         cache.clear()
         st.clean = []
-        if params.get("on_prompt_switch", "recache") == "reset":
+        if not params.get("recache", True):
             st.resets += 1
             return
         ctx = self.model.context(prompt)
@@ -375,7 +376,7 @@ class CausalVideoEngine(Engine):
         h, w = self._latent_hw(st)
         shape = (1, m.transformer.config.in_channels, k, h, w)
         x = torch.randn(shape, generator=st.gen).to(m.dev.device, m.dev.dtype)
-        sig = m.sigmas(int(params.get("steps", 2)))
+        sig = m.sigmas(int(params.get("steps", 2)), params.get("shift"))
         x0 = x
         for i, s in enumerate(sig):
             t = torch.full((1,), s * 1000.0, device=x.device)
