@@ -317,3 +317,31 @@ def test_listing_models_does_not_import_diffusers_or_transformers(tiny_model_roo
             "bad = [m for m in ('diffusers', 'transformers') if m in sys.modules]; assert not bad, bad")
     env = {"NEXTFRAME_MODEL_DIR": str(tiny_model_root), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+# -- the audit labels them by what they do ----------------------------------------------------------------
+def _audit(model: str, **plan):
+    import asyncio
+
+    from inference.audit import AuditPlan, audit_live
+    from inference.audit.simulated import SimulatedRuntimeTransport
+
+    async def go():
+        transport = SimulatedRuntimeTransport()
+        try:
+            return await audit_live(transport, model, AuditPlan(**{
+                **dict(sessions=2, width=32, height=32, fps=16.0, warmup_frames=2, idle_frames=8, controls=4,
+                       control_every=5), **plan}))
+        finally:
+            await transport.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("model, tier", [("causal-video", "interactive"), ("causal-video-chunked", "streaming"),
+                                         ("sd-stream", "interactive")])
+def test_audit_labels_the_diffusion_engines_by_their_chunk_size(tiny_models, model, tier):
+    ev = _audit(model)
+    assert ev.tier == tier, ev.reasons
+    assert ev.declared_tier == tier
+    print(model, ev.control_lag_source, ev.control_lag_frames_pixels, ev.control_lag_frames_header, ev.reasons)
