@@ -17,7 +17,7 @@ from inference import protocol
 from nextframe.asgi import application
 from nextframe.tenancy import actions
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio, pytest.mark.usefixtures("tiny_models")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio, pytest.mark.usefixtures("tiny_models", "one_torch_thread")]
 
 
 async def connect(key: str) -> WebsocketCommunicator:
