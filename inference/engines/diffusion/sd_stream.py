@@ -266,7 +266,7 @@ class SDStreamEngine(Engine):
             if self._similar(st, it.frame, it.params):
                 st.skipped += 1
                 assert st.prev_output is not None
-                outs[i] = StepOutput(frames=[st.prev_output])
+                outs[i] = StepOutput(frames=[st.prev_output], skipped_inputs=1)
                 continue
             if it.params.get("stream_batch", True):
                 stream.append(i)

@@ -120,3 +120,26 @@ async def test_causal_video_chunked_streams_chunks_and_takes_a_prompt_at_a_chunk
     assert rejected["type"] == "control.rejected" and rejected["code"] == "invalid_params", rejected
     ended = await stop(comm)
     assert ended["reason"] == "client"
+
+
+async def test_still_webcam_inputs_are_skipped_by_the_similarity_filter_and_counted_in_metrics(key, settings):
+    settings.LIVE_METRICS_INTERVAL_S = 0.1
+    comm = await connect(key)
+    await send(comm, type="session.start", model="sd-stream", width=64, height=64, fps=30,
+               params={"similarity_threshold": 0.9})
+    assert (await next_json(comm))["type"] == "session.ready"
+    skipped = 0
+    for i in range(1, 40):
+        await comm.send_to(bytes_data=protocol.pack_input_frame(i, 1000 * i, pattern(0)))  # the same picture
+        while True:
+            message = await comm.receive_output(30)
+            if message.get("bytes") is not None:
+                break
+            data = json.loads(message["text"])
+            if data["type"] == "metrics":
+                skipped = data.get("skipped_inputs", 0)
+        if skipped >= 3:
+            break
+    assert skipped >= 3
+    ended = await stop(comm)
+    assert ended["reason"] == "client"
