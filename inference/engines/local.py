@@ -76,7 +76,7 @@ def read_index(path: Path, folder_name: str) -> dict[str, str]:
             continue
         found[name] = f"{value[0]}.{value[1]}"
     out: dict[str, str] = {}
-    for name, accepted in required.items():
+    for name in required:
         if name not in found:
             raise FolderError(f"{path}: model_index.json has no {name!r}")
         out[name] = found[name]

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..base import Engine, ModelLoadError, StepInput, StepOutput
 from ..specs import CAUSAL_VIDEO, CAUSAL_VIDEO_CHUNKED
-from .common import Device, load_folder, module_bytes, pick_device, round_up, to_uint8
+from .common import Device, load_folder, memory_mark, memory_used, module_bytes, pick_device, round_up, to_uint8
 
 PROMPT_CACHE = 32
 MAX_TEXT_TOKENS = 512  # Wan's text length
@@ -297,6 +297,7 @@ class CausalVideoEngine(Engine):
     spec = CAUSAL_VIDEO
 
     def __init__(self, path: str | Path, dev: Device | None = None) -> None:
+        mark = memory_mark()
         self.model = CausalModel(Path(path), dev)
         tc = self.model.transformer.config
         el = torch.finfo(self.model.dev.dtype).bits // 8
@@ -306,9 +307,11 @@ class CausalVideoEngine(Engine):
         kv_per_pixel = (tc.num_layers * 2 * tc.num_attention_heads * tc.attention_head_dim * el
                         * (defaults["window"] + defaults["sink"]) * tokens_per_pixel)
         params = [replace(p, default=self.model.shift) if p.name == "shift" else p for p in type(self).spec.params]
-        self.spec = replace(type(self).spec, params=params, base_memory_bytes=self.model.weights_bytes + (16 << 20),
+        self.spec = replace(type(self).spec, params=params,
                             memory_bytes_per_pixel=int(math.ceil(kv_per_pixel / type(self).spec.chunk_frames)) + 64)
         self._warm_up()
+        # The pool's memory cost, measured: CUDA's peak over load + warm-up, or the weights on the CPU.
+        self.spec = replace(self.spec, base_memory_bytes=memory_used(mark, self.model.dev, self.model.weights_bytes))
 
     def _warm_up(self) -> None:
         m = self.model.multiple

@@ -147,5 +147,20 @@ def maybe_compile(module: torch.nn.Module, dev: Device) -> Any:
     return module
 
 
+def memory_mark() -> int:
+    """CUDA bytes allocated now (0 without CUDA); the peak counter restarts here."""
+    if not torch.cuda.is_available():
+        return 0
+    torch.cuda.reset_peak_memory_stats()
+    return int(torch.cuda.memory_allocated())
+
+
+def memory_used(mark: int, dev: Device, weights_bytes: int) -> int:
+    """What loading and warming up took: CUDA's peak above `mark`, or on the CPU the weights + 16 MiB."""
+    if dev.cuda:
+        return int(torch.cuda.max_memory_allocated()) - mark
+    return weights_bytes + (16 << 20)
+
+
 def round_up(v: int, m: int) -> int:
     return (v + m - 1) // m * m

@@ -41,7 +41,17 @@ import torch.nn.functional as F
 
 from ..base import BadFrame, Engine, ModelLoadError, StepInput, StepOutput
 from ..specs import SD_STREAM, SD_STREAM_T2V
-from .common import Device, load_folder, maybe_compile, module_bytes, pick_device, round_up, to_uint8
+from .common import (
+    Device,
+    load_folder,
+    maybe_compile,
+    memory_mark,
+    memory_used,
+    module_bytes,
+    pick_device,
+    round_up,
+    to_uint8,
+)
 
 PROMPT_CACHE = 64
 
@@ -60,7 +70,8 @@ class SDModel:
         self.scheduler = comps["scheduler"]
         self.kl = hasattr(self.vae, "quant_conv") or type(self.vae).__name__ == "AutoencoderKL"
         cfg = self.vae.config
-        self.vae_factor = 2 ** (len(cfg.block_out_channels) - 1) if "block_out_channels" in cfg else 8
+        blocks = cfg.encoder_block_out_channels if "encoder_block_out_channels" in cfg else cfg.block_out_channels
+        self.vae_factor = 2 ** (len(blocks) - 1)
         self.scaling = float(cfg.scaling_factor)
         if self.unet.config.in_channels != cfg.latent_channels:
             raise ModelLoadError(f"{path}: unet takes {self.unet.config.in_channels} channels, the vae gives "
@@ -170,10 +181,12 @@ class SDStreamEngine(Engine):
     text_to_video = False
 
     def __init__(self, path: str | Path, dev: Device | None = None) -> None:
+        mark = memory_mark()
         self.model = SDModel(Path(path), dev)
-        # The pool's memory cost: the weights as loaded (measured), plus per-pixel latents and images.
-        self.spec = replace(type(self).spec, base_memory_bytes=self.model.weights_bytes + (16 << 20))
         self._warm_up()
+        # The pool's memory cost, measured: CUDA's peak over load + warm-up, or the weights on the CPU.
+        self.spec = replace(type(self).spec, base_memory_bytes=memory_used(mark, self.model.dev,
+                                                                           self.model.weights_bytes))
 
     def _warm_up(self) -> None:
         """One tiny step at load, so the first session's first frame is not the allocator's (or compile's)."""
@@ -221,11 +234,11 @@ class SDStreamEngine(Engine):
             raise BadFrame(f"expected a {st.height}x{st.width} RGB frame, got {frame.shape} {frame.dtype}")
         H, W, _, _ = self._latent_hw(st)
         x = torch.from_numpy(frame).to(self.model.dev.device).permute(2, 0, 1)[None].float() / 255.0
-        if (H, W) != (st.height, st.width):
+        if (st.height, st.width) != (H, W):
             x = F.pad(x, (0, W - st.width, 0, H - st.height), mode="replicate")
         return (x * 2.0 - 1.0).to(self.model.dev.dtype)
 
-    def _similar(self, st: SDState, frame: np.ndarray, params: dict[str, Any]) -> bool:
+    def _similar(self, st: SDState, frame: np.ndarray | None, params: dict[str, Any]) -> bool:
         """The stochastic similarity filter: True when this input is skipped."""
         if not params.get("similarity_filter") or frame is None:
             return False
@@ -250,7 +263,7 @@ class SDStreamEngine(Engine):
             drift = float(it.params.get("motion", 0.0)) * st.time
             return math.cos(drift) * noise[0:1] + math.sin(drift) * noise[-1:]
         base = 1 if m.kl else 0
-        lat = m.encode(self._image(st, it.frame), noise[0:1] if m.kl else None)
+        lat = m.encode(self._image(st, _frame_of(it)), noise[0:1] if m.kl else None)
         a = m.alphas[t0]
         return a.sqrt() * lat + (1 - a).sqrt() * noise[base:base + 1]
 
@@ -335,10 +348,12 @@ class SDStreamEngine(Engine):
         r = 0
         for st, ts, n_stage, base in plans:
             d = den[r:r + n_stage]
+            stored = st.noise
+            assert stored is not None  # set by _noise above
             nxt = []
             for j in range(min(n_stage, len(ts) - 1)):
                 an = m.alphas[ts[j + 1]]
-                nxt.append(an.sqrt() * d[j:j + 1] + (1 - an).sqrt() * st.noise[base + j + 1:base + j + 2])
+                nxt.append(an.sqrt() * d[j:j + 1] + (1 - an).sqrt() * stored[base + j + 1:base + j + 2])
             # The oldest frame finished its last step; until the pipe is full the newest frame's
             # first-step estimate is shown (a 1-step preview).
             finished.append(d[n_stage - 1:n_stage] if n_stage == len(ts) else d[0:1])
@@ -379,7 +394,7 @@ class SDStreamEngine(Engine):
             noise = lat
             lat = lat * sched.init_noise_sigma
         else:
-            image = self._image(st, it.frame)
+            image = self._image(st, _frame_of(it))
             out = m.vae.encode(image)
             if hasattr(out, "latent_dist"):
                 eps = randn_tensor(out.latent_dist.mean.shape, generator=g, dtype=torch.float32).to(image)
@@ -438,6 +453,12 @@ class SDStreamEngine(Engine):
 
 
 CLIP_BATCH = 8
+
+
+def _frame_of(it: StepInput) -> np.ndarray:
+    if it.frame is None:
+        raise BadFrame("sd-stream needs an input frame")
+    return it.frame
 
 
 def _shadow(st: SDState, j: int) -> SDState:

@@ -102,7 +102,8 @@ def tiny_wan_config(layers: int = 2, heads: int = 2, head_dim: int = 12, text_di
                 qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
 
 
-def write_tiny_wan(folder: str | Path, *, seed: int = 0, transformer_config: dict[str, Any] | None = None) -> Path:
+def write_tiny_wan(folder: str | Path, *, seed: int = 0, transformer_config: dict[str, Any] | None = None,
+                   vae_full: bool = False) -> Path:
     """A Wan2.1-layout folder: transformer (WanTransformer3DModel), vae (AutoencoderKLWan), a text encoder."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
@@ -112,9 +113,12 @@ def write_tiny_wan(folder: str | Path, *, seed: int = 0, transformer_config: dic
     cfg = transformer_config or tiny_wan_config()
     WanTransformer3DModel(**cfg).save_pretrained(folder / "transformer")
     z = int(cfg["in_channels"])
-    AutoencoderKLWan(base_dim=4, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                     temperal_downsample=[False, False, False], latents_mean=[0.0] * z, latents_std=[1.0] * z,
-                     scale_factor_temporal=1, scale_factor_spatial=8).save_pretrained(folder / "vae")
+    if vae_full:  # Wan2.1's VAE config (the benchmark at full size)
+        AutoencoderKLWan().save_pretrained(folder / "vae")
+    else:
+        AutoencoderKLWan(base_dim=4, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                         temperal_downsample=[False, False, False], latents_mean=[0.0] * z, latents_std=[1.0] * z,
+                         scale_factor_temporal=1, scale_factor_spatial=8).save_pretrained(folder / "vae")
     clip_text_encoder(hidden=int(cfg["text_dim"])).save_pretrained(folder / "text_encoder")
     clip_tokenizer().save_pretrained(folder / "tokenizer")
     FlowMatchEulerDiscreteScheduler(shift=5.0).save_pretrained(folder / "scheduler")
