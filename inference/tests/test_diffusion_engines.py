@@ -345,3 +345,17 @@ def test_audit_labels_the_diffusion_engines_by_their_chunk_size(tiny_models, mod
     assert ev.tier == tier, ev.reasons
     assert ev.declared_tier == tier
     print(model, ev.control_lag_source, ev.control_lag_frames_pixels, ev.control_lag_frames_header, ev.reasons)
+
+
+def test_a_window_beyond_the_models_rope_table_is_invalid_params_not_a_failed_step(tiny_models):
+    from inference.engines.base import InvalidParams
+
+    e = get_engine("causal-video-chunked")
+    assert get_spec("causal-video-chunked").param("window").max == 64 - 8 - 4  # tiny rope_max_seq_len is 64
+    with pytest.raises(InvalidParams, match="window"):
+        get_spec("causal-video-chunked").validate_params({"window": 60})
+    p = e.spec.resolve_params({"window": 52, "sink": 8, "steps": 1})
+    st = e.new_state(16, 16, "", p, 0)
+    for i in range(16):  # the cache fills past sinks + window and keeps going
+        assert len(_step(e, st, p, prompt="", index=i)) == 4
+    assert st.cache.frames == 60

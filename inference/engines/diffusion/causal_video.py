@@ -306,7 +306,16 @@ class CausalVideoEngine(Engine):
         defaults = type(self).spec.default_params()
         kv_per_pixel = (tc.num_layers * 2 * tc.num_attention_heads * tc.attention_head_dim * el
                         * (defaults["window"] + defaults["sink"]) * tokens_per_pixel)
-        params = [replace(p, default=self.model.shift) if p.name == "shift" else p for p in type(self).spec.params]
+        # The window is capped by what the model's RoPE table covers (sinks + window + a chunk), so a
+        # too-large window is refused as invalid_params instead of failing a step.
+        spec0 = type(self).spec
+        sink_max = int(spec0.param("sink").max or 0)  # type: ignore[union-attr]
+        window_max = min(int(spec0.param("window").max or 0), self.model.net.max_pos - sink_max - spec0.chunk_frames)  # type: ignore[union-attr]
+        if window_max < 1:
+            raise ModelLoadError(f"{path}: rope_max_seq_len {self.model.net.max_pos} leaves no room for a window")
+        params = [replace(p, default=self.model.shift) if p.name == "shift"
+                  else replace(p, max=window_max, default=min(p.default, window_max)) if p.name == "window"
+                  else p for p in spec0.params]
         self.spec = replace(type(self).spec, params=params,
                             memory_bytes_per_pixel=int(math.ceil(kv_per_pixel / type(self).spec.chunk_frames)) + 64)
         self._warm_up()

@@ -242,6 +242,8 @@ class SDStreamEngine(Engine):
         """The stochastic similarity filter: True when this input is skipped."""
         if not params.get("similarity_filter") or frame is None:
             return False
+        if frame.shape != (st.height, st.width, 3):
+            raise BadFrame(f"expected a {st.height}x{st.width} RGB frame, got {frame.shape}")
         cur = torch.from_numpy(np.ascontiguousarray(frame[::4, ::4])).float().flatten()
         prev, st.prev_input = st.prev_input, cur
         if prev is None or st.prev_output is None:

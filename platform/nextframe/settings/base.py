@@ -244,7 +244,8 @@ CPU_CAPACITY = env_float("NEXTFRAME_CPU_CAPACITY", 1.0, minimum=0.0)
 MODEL_DIR = env_str("NEXTFRAME_MODEL_DIR", str(DATA_DIR / "models"))
 # inference/ never reads Django settings: the engines that load local weights (sd-stream, causal-video)
 # find their folders through the environment, which the device workers inherit.
-os.environ.setdefault("NEXTFRAME_MODEL_DIR", MODEL_DIR)
+if MODEL_DIR:
+    os.environ.setdefault("NEXTFRAME_MODEL_DIR", MODEL_DIR)
 
 # --- Security in production ---------------------------------------------------------------------
 if PRODUCTION:
