@@ -359,3 +359,24 @@ def test_a_window_beyond_the_models_rope_table_is_invalid_params_not_a_failed_st
     for i in range(16):  # the cache fills past sinks + window and keeps going
         assert len(_step(e, st, p, prompt="", index=i)) == 4
     assert st.cache.frames == 60
+
+
+def test_the_reduced_precision_path_runs_without_dtype_mismatches(tiny_model_root):
+    """The GPU path runs in fp16/bf16; bf16 on the CPU exercises the same casts (no GPU is lent here)."""
+    from inference.engines.diffusion.causal_video import CausalVideoChunkedEngine
+    from inference.engines.diffusion.common import Device
+    from inference.engines.diffusion.sd_stream import SDStreamEngine
+
+    dev = Device(torch.device("cpu"), torch.bfloat16)
+    sd = SDStreamEngine(tiny_model_root / "sd-stream", dev)
+    assert sd.model.unet.dtype == torch.bfloat16
+    p = _params(sd, steps=2, cfg="full", guidance=2.0)
+    st = sd.new_state(48, 40, "", p, 0)
+    for i in range(3):
+        assert _step(sd, st, p, _frame(40, 48), index=i)[0].shape == (40, 48, 3)
+    cv = CausalVideoChunkedEngine(tiny_model_root / "causal-video", dev)
+    q = cv.spec.resolve_params({"steps": 1})
+    st2 = cv.new_state(40, 24, "", q, 0)
+    for i, prompt in enumerate(["a", "a", "b"]):
+        assert [f.shape for f in _step(cv, st2, q, prompt=prompt, index=i)] == [(24, 40, 3)] * 4
+    assert st2.recaches == 1

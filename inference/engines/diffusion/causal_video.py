@@ -271,7 +271,7 @@ class CausalModel:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(1, C, k, h, w) -> (k, 3, H, W) in [-1, 1]: each latent frame decoded as a first frame."""
-        z = latents * self.std + self.mean
+        z = (latents.float() * self.std + self.mean).to(self.vae.dtype)
         k = z.shape[2]
         z = z.permute(0, 2, 1, 3, 4).reshape(k, z.shape[1], 1, z.shape[3], z.shape[4])
         return self.vae.decode(z).sample[:, :, 0]
