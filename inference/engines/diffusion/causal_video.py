@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,7 +38,17 @@ import torch.nn.functional as F
 
 from ..base import Engine, ModelLoadError, StepInput, StepOutput
 from ..specs import CAUSAL_VIDEO, CAUSAL_VIDEO_CHUNKED
-from .common import Device, load_folder, memory_mark, memory_used, module_bytes, pick_device, round_up, to_uint8
+from .common import (
+    Device,
+    PromptCache,
+    load_folder,
+    memory_mark,
+    memory_used,
+    module_bytes,
+    pick_device,
+    round_up,
+    to_uint8,
+)
 
 PROMPT_CACHE = 32
 MAX_TEXT_TOKENS = 512  # Wan's text length
@@ -234,8 +242,7 @@ class CausalModel:
         self.mean = torch.tensor(vc.latents_mean, device=self.dev.device).view(1, -1, 1, 1, 1)
         self.std = torch.tensor(vc.latents_std, device=self.dev.device).view(1, -1, 1, 1, 1)
         self.max_len = min(MAX_TEXT_TOKENS, int(self.tokenizer.model_max_length))
-        self._prompts: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
+        self._prompts = PromptCache(PROMPT_CACHE)
         self.weights_bytes = module_bytes(self.transformer, self.vae, self.text_encoder)
 
     def encode_text(self, prompt: str) -> torch.Tensor:
@@ -251,18 +258,7 @@ class CausalModel:
 
     def context(self, prompt: str) -> torch.Tensor:
         """The prompt after the transformer's text projection; cached (LRU)."""
-        with self._lock:
-            hit = self._prompts.get(prompt)
-            if hit is not None:
-                self._prompts.move_to_end(prompt)
-                return hit
-        with torch.inference_mode():
-            ctx = self.net.embed_text(self.encode_text(prompt))
-        with self._lock:
-            self._prompts[prompt] = ctx
-            while len(self._prompts) > PROMPT_CACHE:
-                self._prompts.popitem(last=False)
-        return ctx
+        return self._prompts.get(prompt, lambda p: self.net.embed_text(self.encode_text(p)))
 
     def sigmas(self, steps: int, shift: float | None = None) -> list[float]:
         """`steps` descending sigmas in (0, 1], shifted like FlowMatchEulerDiscreteScheduler(shift)."""

@@ -11,6 +11,9 @@ import hashlib
 import importlib
 import json
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +148,35 @@ def maybe_compile(module: torch.nn.Module, dev: Device) -> Any:
     if dev.cuda and os.environ.get("NEXTFRAME_COMPILE") == "1":
         return torch.compile(module, mode="max-autotune-no-cudagraphs")
     return module
+
+
+class PromptCache:
+    """An LRU of prompt -> encoded tensor, shared by the sessions of an engine (thread-safe).
+
+    `get(prompt, encode)` encodes a prompt the first time only; a new prompt therefore costs one
+    encoder pass in the step that first sees it, and none after."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, prompt: str, encode: Callable[[str], torch.Tensor]) -> torch.Tensor:
+        with self._lock:
+            hit = self._items.get(prompt)
+            if hit is not None:
+                self._items.move_to_end(prompt)
+                return hit
+        with torch.inference_mode():
+            value = encode(prompt)
+        with self._lock:
+            self._items[prompt] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def memory_mark() -> int:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from ..base import BadFrame, Engine, ModelLoadError, StepInput, StepOutput
 from ..specs import SD_STREAM, SD_STREAM_T2V
 from .common import (
     Device,
+    PromptCache,
     load_folder,
     maybe_compile,
     memory_mark,
@@ -84,7 +84,7 @@ class SDModel:
         self.prediction = self.scheduler.config.get("prediction_type", "epsilon")
         self.alphas = self.scheduler.alphas_cumprod.to(self.dev.device, torch.float32)
         self.unet_call = maybe_compile(self.unet, self.dev)
-        self._prompts: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._prompts = PromptCache(PROMPT_CACHE)
         self._schedules: dict[tuple[int, float], list[int]] = {}
         self._lock = threading.Lock()
         self.weights_bytes = module_bytes(self.unet, self.vae, self.text_encoder)
@@ -92,23 +92,15 @@ class SDModel:
     # -- prompts ------------------------------------------------------------------------------------
     def embed(self, prompt: str) -> torch.Tensor:
         """(1, L, D) text embedding of a prompt, as the diffusers pipelines compute it; cached."""
-        with self._lock:
-            hit = self._prompts.get(prompt)
-            if hit is not None:
-                self._prompts.move_to_end(prompt)
-                return hit
+        return self._prompts.get(prompt, self._encode)
+
+    def _encode(self, prompt: str) -> torch.Tensor:
         ids = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids.to(self.dev.device)
         mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             mask = (ids != self.tokenizer.pad_token_id).long()
-        with torch.inference_mode():
-            emb = self.text_encoder(ids, attention_mask=mask)[0].to(self.dev.dtype)
-        with self._lock:
-            self._prompts[prompt] = emb
-            while len(self._prompts) > PROMPT_CACHE:
-                self._prompts.popitem(last=False)
-        return emb
+        return self.text_encoder(ids, attention_mask=mask)[0].to(self.dev.dtype)
 
     def cached_prompts(self) -> int:
         return len(self._prompts)

@@ -82,11 +82,11 @@ def write_tiny_sd(folder: str | Path, *, vae: str = "tiny", scheduler: str = "lc
     components["tokenizer"] = ("transformers", "CLIPTokenizer")
     sched: Any
     if scheduler == "lcm":
-        sched = LCMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+        sched = LCMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
         components["scheduler"] = ("diffusers", "LCMScheduler")
     else:
         sched = EulerAncestralDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                                timestep_spacing="trailing")
+                                                timestep_spacing="trailing", steps_offset=1)
         components["scheduler"] = ("diffusers", "EulerAncestralDiscreteScheduler")
     sched.save_pretrained(folder / "scheduler")
     _index(folder, components, "StableDiffusionPipeline")

@@ -11,35 +11,15 @@ import numpy as np
 import pytest
 import simplejpeg
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from inference import protocol
-from nextframe.asgi import application
-from nextframe.tenancy import actions
+from nextframe.live.tests import test_consumer as consumer
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio, pytest.mark.usefixtures("tiny_models", "one_torch_thread")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio,
+              pytest.mark.usefixtures("tiny_models", "one_torch_thread")]
 
-
-async def connect(key: str) -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(application, "/v1/live", headers=[(b"authorization", f"Bearer {key}".encode())])
-    connected, _ = await comm.connect()
-    assert connected
-    return comm
-
-
-async def send(comm, **message) -> None:
-    await comm.send_to(text_data=json.dumps(message))
-
-
-async def next_json(comm, timeout: float = 30) -> dict:
-    while True:
-        message = await comm.receive_output(timeout)
-        if message["type"] == "websocket.close":
-            return {"type": "__closed__", "code": message.get("code")}
-        if message.get("text") is not None:
-            data = json.loads(message["text"])
-            if data["type"] != "metrics":
-                return data
+key = consumer.key  # the fixture: a pool of capacity 1.0 and an organisation's live key
+connect, next_json, send, stop = consumer.connect, consumer.next_json, consumer.send, consumer.stop
 
 
 async def frames_until_applied(comm, timeout: float = 30):
@@ -56,21 +36,6 @@ async def frames_until_applied(comm, timeout: float = 30):
     return applied, frames
 
 
-async def stop(comm) -> dict:
-    await send(comm, type="session.stop")
-    while True:
-        data = await next_json(comm)
-        if data["type"] == "session.ended":
-            return data
-
-
-@pytest.fixture
-def key(live_pool, db):
-    live_pool(1.0)
-    org = actions.create_org("acme", max_live_sessions=2)
-    return actions.create_key(org)[1]
-
-
 def pattern(i: int) -> bytes:
     y, x = np.mgrid[0:64, 0:64]
     arr = np.stack([(x * 4 + 9 * i) % 256, y * 4, (x + y) % 256], -1).astype(np.uint8)
@@ -85,7 +50,7 @@ async def test_models_list_them_and_sd_stream_serves_a_webcam_session_with_a_pro
     comm = await connect(key)
     await send(comm, type="session.start", model="sd-stream", width=64, height=64, fps=30, prompt="a red car",
                params={"similarity_filter": False})
-    ready = await next_json(comm)
+    ready = await next_json(comm, 30)
     assert ready["type"] == "session.ready" and ready["tier"] == "interactive", ready
     await comm.send_to(bytes_data=protocol.pack_input_frame(1, 1000, pattern(1)))
     first = None
@@ -109,14 +74,14 @@ async def test_causal_video_chunked_streams_chunks_and_takes_a_prompt_at_a_chunk
     comm = await connect(key)
     await send(comm, type="session.start", model="causal-video-chunked", width=32, height=32, fps=16,
                prompt="a beach", params={"steps": 1, "window": 4})
-    ready = await next_json(comm)
+    ready = await next_json(comm, 30)
     assert ready["type"] == "session.ready" and ready["tier"] == "streaming", ready
     await send(comm, type="control", seq=3, prompt="a city at night")
     applied, frames = await frames_until_applied(comm)
     assert applied["seq"] == 3 and applied["frame"] % 4 == 0
     assert all(simplejpeg.decode_jpeg(f.jpeg).shape == (32, 32, 3) for f in frames)
     await send(comm, type="control", seq=4, params={"window": 0})
-    rejected = await next_json(comm)
+    rejected = await next_json(comm, 30)
     assert rejected["type"] == "control.rejected" and rejected["code"] == "invalid_params", rejected
     ended = await stop(comm)
     assert ended["reason"] == "client"
@@ -127,7 +92,7 @@ async def test_still_webcam_inputs_are_skipped_by_the_similarity_filter_and_coun
     comm = await connect(key)
     await send(comm, type="session.start", model="sd-stream", width=64, height=64, fps=30,
                params={"similarity_threshold": 0.9})
-    assert (await next_json(comm))["type"] == "session.ready"
+    assert (await next_json(comm, 30))["type"] == "session.ready"
     skipped = 0
     for i in range(1, 40):
         await comm.send_to(bytes_data=protocol.pack_input_frame(i, 1000 * i, pattern(0)))  # the same picture
