@@ -47,6 +47,7 @@ from .common import (
     module_bytes,
     pick_device,
     round_up,
+    session_bytes_per_pixel,
     to_uint8,
 )
 
@@ -314,13 +315,17 @@ class CausalVideoEngine(Engine):
                   else p for p in spec0.params]
         self.spec = replace(type(self).spec, params=params,
                             memory_bytes_per_pixel=int(math.ceil(kv_per_pixel / type(self).spec.chunk_frames)) + 64)
-        self._warm_up()
-        # The pool's memory cost, measured: CUDA's peak over load + warm-up, or the weights on the CPU.
+        self._warm_up(self.model.multiple)
+        # The pool's memory cost, measured: CUDA's peak over load + warm-up, or the weights on the CPU;
+        # per session, CUDA's peak during a step (the KV-cache estimate above on the CPU).
         self.spec = replace(self.spec, base_memory_bytes=memory_used(mark, self.model.dev, self.model.weights_bytes))
+        per_pixel = session_bytes_per_pixel(self.model.dev, self._warm_up, 8 * self.model.multiple,
+                                            self.spec.chunk_frames)
+        if per_pixel is not None:
+            self.spec = replace(self.spec, memory_bytes_per_pixel=max(per_pixel, self.spec.memory_bytes_per_pixel))
 
-    def _warm_up(self) -> None:
-        m = self.model.multiple
-        s = self.new_state(m, m, "", {}, 0)
+    def _warm_up(self, side: int) -> None:
+        s = self.new_state(side, side, "", {}, 0)
         self.step([StepInput(s, None, "", self.spec.default_params(), 0, 0)])
 
     def new_state(self, width: int, height: int, prompt: str, params: dict[str, Any], seed: int,

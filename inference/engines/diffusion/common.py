@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -192,6 +193,18 @@ def memory_used(mark: int, dev: Device, weights_bytes: int) -> int:
     if dev.cuda:
         return int(torch.cuda.max_memory_allocated()) - mark
     return weights_bytes + (16 << 20)
+
+
+def session_bytes_per_pixel(dev: Device, run: Callable[[int], None], side: int, chunk: int = 1) -> int | None:
+    """On CUDA: the allocator's peak during one session's step at side x side (what a session adds:
+    its state and the step's activations), per pixel and per chunk frame; None on the CPU."""
+    if not dev.cuda:
+        return None
+    torch.cuda.synchronize()
+    mark = memory_mark()
+    run(side)
+    torch.cuda.synchronize()
+    return int(math.ceil((torch.cuda.max_memory_allocated() - mark) / (side * side * chunk)))
 
 
 def round_up(v: int, m: int) -> int:

@@ -50,6 +50,7 @@ from .common import (
     module_bytes,
     pick_device,
     round_up,
+    session_bytes_per_pixel,
     to_uint8,
 )
 
@@ -175,15 +176,20 @@ class SDStreamEngine(Engine):
     def __init__(self, path: str | Path, dev: Device | None = None) -> None:
         mark = memory_mark()
         self.model = SDModel(Path(path), dev)
-        self._warm_up()
-        # The pool's memory cost, measured: CUDA's peak over load + warm-up, or the weights on the CPU.
+        self._warm_up(64)
+        # The pool's memory cost, measured: CUDA's peak over load + warm-up, or the weights on the CPU;
+        # per session, CUDA's peak during a step at 256x256 (the static per-pixel guess on the CPU).
         self.spec = replace(type(self).spec, base_memory_bytes=memory_used(mark, self.model.dev,
                                                                            self.model.weights_bytes))
+        per_pixel = session_bytes_per_pixel(self.model.dev, self._warm_up, 256)
+        if per_pixel is not None:
+            self.spec = replace(self.spec, memory_bytes_per_pixel=per_pixel)
 
-    def _warm_up(self) -> None:
-        """One tiny step at load, so the first session's first frame is not the allocator's (or compile's)."""
-        s = self.new_state(64, 64, "", {}, 0)
-        frame = None if self.text_to_video else np.zeros((64, 64, 3), np.uint8)
+    def _warm_up(self, side: int) -> None:
+        """One step of a fresh session at load, so the first session's first frame is not the allocator's
+        (or compile's)."""
+        s = self.new_state(side, side, "", {}, 0)
+        frame = None if self.text_to_video else np.zeros((side, side, 3), np.uint8)
         self.step([StepInput(s, frame, "", self.spec.default_params(), 0, 0)])
 
     # -- state ----------------------------------------------------------------------------------------
