@@ -8,12 +8,13 @@ STAMP := $(VENV)/.nextframe-installed
 
 install: $(STAMP)
 
-# torch==2.13.0 goes in first so the machine's local CPU build is used; then the project.
-$(STAMP): pyproject.toml
+# torch==2.13.0 goes in first so the machine's local CPU build is used; then the project, with torch
+# held there by constraints.txt (diffusers and transformers would otherwise be free to pull another).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 up: install

@@ -414,6 +414,9 @@ class Metrics(Message):
     gpu_seconds: float
     # v1.2: outputs not sent because the client was not reading them fast enough.
     dropped_outputs: int = 0
+    # v1.3: inputs the model skipped as near-identical to the previous one (the previous output was sent
+    # again: sd-stream's similarity filter); on the wire only when non-zero.
+    skipped_inputs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         f = _finite_or_none
@@ -432,6 +435,7 @@ class Metrics(Message):
             "dropped_inputs": self.dropped_inputs,
             "dropped_outputs": self.dropped_outputs,
             "gpu_seconds": f(self.gpu_seconds),
+            **({"skipped_inputs": self.skipped_inputs} if self.skipped_inputs else {}),
         }
 
 

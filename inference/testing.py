@@ -80,3 +80,29 @@ def liar() -> Iterator[Any]:
     register_engine(engine)
     yield engine
     unregister_engine(engine.spec.id)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A model folder root with tiny `sd-stream/` and `causal-video/` folders built in code (once a run)."""
+    from inference.engines.diffusion.tiny import write_tiny_sd, write_tiny_wan
+
+    root = tmp_path_factory.mktemp("models")
+    write_tiny_sd(root / "sd-stream", vae="kl", scheduler="lcm")
+    write_tiny_wan(root / "causal-video")
+    return root
+
+
+@pytest.fixture
+def tiny_models(tiny_model_root: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """NEXTFRAME_MODEL_DIR at the tiny folders for one test; the local engines are dropped after it."""
+    from inference.engines import unregister_engine
+    from inference.engines.local import forget_broken
+    from inference.engines.specs import LOCAL_SPECS
+
+    monkeypatch.setenv("NEXTFRAME_MODEL_DIR", str(tiny_model_root))
+    forget_broken()
+    yield tiny_model_root
+    for spec in LOCAL_SPECS:
+        unregister_engine(spec.id)
+    forget_broken()

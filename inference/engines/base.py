@@ -255,6 +255,9 @@ class StepOutput:
 
     frames: list[np.ndarray]
     control_seq: int | None = None
+    #: Inputs the engine skipped as near-identical to the previous one (it re-sent its last output);
+    #: counted into the session's `skipped_inputs` metric.
+    skipped_inputs: int = 0
 
 
 class Engine(ABC):

@@ -80,3 +80,86 @@ STYLIZE = EngineSpec(
 )
 
 BUILTIN_SPECS = (IDENTITY, DREAMFIELD, DREAMFIELD_CHUNKED, STYLIZE)
+
+# --- Engines that load real weights from a local folder ($NEXTFRAME_MODEL_DIR/<folder>/) -----------
+# Listed only when their folder exists and looks whole (inference/engines/local.py). Costs are the CPU
+# device's; at load the engine replaces base_memory_bytes with what its weights take (measured).
+
+_SD_COMMON_PARAMS = [
+    ParamSpec("steps", "int", 1, 1, 4, description="denoising steps per frame (StreamDiffusion: 1-4)"),
+    ParamSpec("guidance", "float", 1.2, 0.0, 20.0, description="classifier-free guidance scale (used when cfg != none)"),
+    ParamSpec("cfg", "enum", "self", choices=("none", "full", "self"),
+              description="none; full (a second, unconditional UNet pass); self (residual CFG: the "
+                          "stored noise stands in for the unconditional prediction, no extra pass)"),
+    ParamSpec("seed", "int", -1, -1, 2**31 - 1, description="noise seed; -1 = the session's seed"),
+    ParamSpec("stream_batch", "bool", True,
+              description="run the denoising steps of successive frames as one batch (output lags steps-1 frames)"),
+]
+
+_SD_COMMON: dict[str, Any] = dict(
+    default_width=256, default_height=256, max_width=1024, max_height=1024,
+    default_fps=30.0, max_fps=60.0, chunk_frames=1, max_prompt_chars=1000,
+    # A tiny model on the CPU; a real SD-Turbo folder is calibrated by the pool's measured step times.
+    compute_share_per_mpix_per_s=0.3 / 1.966, compute_share_per_fps=0.003,
+    base_memory_bytes=64 << 20, memory_bytes_per_pixel=64,
+    extra={"model_folder": "sd-stream"},
+)
+
+SD_STREAM = EngineSpec(
+    id="sd-stream", kind="video-to-video", declared_tier="interactive", price_per_gpu_second="0.0010",
+    description="StreamDiffusion-style img2img on a Stable Diffusion folder (diffusers layout): "
+                "stream batch, residual CFG, similarity filter, prompt-embedding cache.",
+    params=[
+        ParamSpec("strength", "float", 0.5, 0.05, 1.0, description="how far each frame is re-noised (img2img strength)"),
+        *_SD_COMMON_PARAMS,
+        ParamSpec("similarity_filter", "bool", True,
+                  description="skip near-identical inputs (the previous output is sent again; counted)"),
+        ParamSpec("similarity_threshold", "float", 0.98, 0.5, 1.0,
+                  description="cosine similarity above which an input may be skipped (stochastically)"),
+    ],
+    persistent_state="the prompt embedding, the stream-batch latents of frames still in flight, the stored "
+                     "noise, the previous input and output (similarity filter)",
+    **_SD_COMMON)
+
+SD_STREAM_T2V = EngineSpec(
+    id="sd-stream-t2v", kind="text-to-video", declared_tier="interactive", price_per_gpu_second="0.0010",
+    description="The sd-stream folder as text-to-video: txt2img from a noise that drifts over time.",
+    params=[*_SD_COMMON_PARAMS,
+            ParamSpec("motion", "float", 0.2, 0.0, 2.0, description="how fast the starting noise drifts (per second)")],
+    persistent_state="the prompt embedding, the drifting noise and its time, the stream-batch latents",
+    **_SD_COMMON)
+
+_CAUSAL_PARAMS = [
+    ParamSpec("steps", "int", 2, 1, 4, description="flow-matching denoising steps per chunk"),
+    ParamSpec("window", "int", 8, 1, 64, description="latent frames kept in the rolling KV cache (besides the sinks)"),
+    ParamSpec("sink", "int", 1, 0, 8, description="first latent frames kept forever as attention sinks"),
+    ParamSpec("shift", "float", 5.0, 1.0, 12.0,
+              description="sigma shift of the flow-matching schedule (Wan's flow_shift); higher = more structure change"),
+    ParamSpec("recache", "bool", True,
+              description="on a prompt switch, rebuild the cache of the kept frames under the new prompt "
+                          "(false: clear it, the next frame starts a new shot)"),
+    ParamSpec("seed", "int", -1, -1, 2**31 - 1, description="noise seed; -1 = the session's seed"),
+]
+
+_CAUSAL_COMMON: dict[str, Any] = dict(
+    kind="text-to-video", default_width=64, default_height=64, max_width=1280, max_height=1280,
+    default_fps=16.0, max_fps=30.0, params=_CAUSAL_PARAMS, max_prompt_chars=1000,
+    persistent_state="a rolling KV cache per transformer block (sink frames + a fixed window, pre-RoPE keys), "
+                     "the clean latents of the kept frames (for a re-cache), the frame counter",
+    compute_share_per_mpix_per_s=0.3 / 0.065, compute_share_per_fps=0.004,
+    base_memory_bytes=64 << 20, memory_bytes_per_pixel=64,
+    extra={"model_folder": "causal-video"},
+)
+
+CAUSAL_VIDEO = EngineSpec(
+    id="causal-video", declared_tier="interactive", chunk_frames=1, price_per_gpu_second="0.0012",
+    description="Autoregressive video from a Wan2.1-layout causal transformer (diffusers folder), one frame "
+                "per step, rolling KV cache with attention sinks.",
+    **_CAUSAL_COMMON)
+
+CAUSAL_VIDEO_CHUNKED = EngineSpec(
+    id="causal-video-chunked", declared_tier="streaming", chunk_frames=4, price_per_gpu_second="0.0010",
+    description="causal-video generating chunks of 4 frames; controls land at the next chunk.",
+    **_CAUSAL_COMMON)
+
+LOCAL_SPECS = (SD_STREAM, SD_STREAM_T2V, CAUSAL_VIDEO, CAUSAL_VIDEO_CHUNKED)

@@ -53,6 +53,7 @@ class SessionMetrics:
     controls_applied: int
     moderation_overruns: int
     open_s: float
+    skipped_inputs: int = 0
 
     def as_message(self) -> protocol.Metrics:
         """This snapshot as the `metrics` message (docs/protocol.md; v1.2 adds dropped_outputs)."""
@@ -62,6 +63,7 @@ class SessionMetrics:
             latency_p99_ms=self.latency_ms["p99"], jitter_ms=self.jitter_ms,
             deadline_misses=self.deadline_misses, dropped_inputs=self.dropped_inputs,
             gpu_seconds=self.gpu_seconds, dropped_outputs=self.dropped_outputs,
+            skipped_inputs=self.skipped_inputs,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ class SessionRecorder:
         self.dropped_outputs = 0
         self.bad_frames = 0
         self.moderation_overruns = 0
+        self.skipped_inputs = 0
         self.share = 0.0
         self._share_since = opened_at
         self._gpu_seconds_before = 0.0  # accrued under earlier shares
@@ -159,7 +162,8 @@ class SessionRecorder:
                 control_lag_frames=None if last is None else last[0],
                 control_lag_ms=None if last is None else round(last[1], 3),
                 control_lag_frames_max=self._lag_frames_max, controls_applied=self.controls_applied,
-                moderation_overruns=self.moderation_overruns, open_s=round(end - self.opened_at, 6))
+                moderation_overruns=self.moderation_overruns, open_s=round(end - self.opened_at, 6),
+                skipped_inputs=self.skipped_inputs)
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,8 @@ class Session:
             raise RuntimeError(f"engine {self.spec.id!r} returned {len(out.frames)} frames, "
                                f"its spec says {self.chunk}")
         cseq = work.control_seq if out.control_seq is None else int(out.control_seq)
+        if getattr(out, "skipped_inputs", 0):
+            self.metrics.count("skipped_inputs", int(out.skipped_inputs))
         inp = work.input
         frames = []
         with self._lock:

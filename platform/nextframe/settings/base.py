@@ -6,6 +6,7 @@ REDIS_URL (channel layer, Celery broker, pool leases).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -241,6 +242,10 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = ["drf_spectacular.hooks.postproce
 # --- Inference ----------------------------------------------------------------------------------
 CPU_CAPACITY = env_float("NEXTFRAME_CPU_CAPACITY", 1.0, minimum=0.0)
 MODEL_DIR = env_str("NEXTFRAME_MODEL_DIR", str(DATA_DIR / "models"))
+# inference/ never reads Django settings: the engines that load local weights (sd-stream, causal-video)
+# find their folders through the environment, which the device workers inherit.
+if MODEL_DIR:
+    os.environ.setdefault("NEXTFRAME_MODEL_DIR", MODEL_DIR)
 
 # --- Security in production ---------------------------------------------------------------------
 if PRODUCTION:
