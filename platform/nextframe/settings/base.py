@@ -270,6 +270,10 @@ LIVE_METRICS_INTERVAL_S = env_float("NEXTFRAME_LIVE_METRICS_INTERVAL_S", 1.0, mi
 LIVE_TEXT_RATE_PER_S = env_int("NEXTFRAME_LIVE_TEXT_RATE_PER_S", 50, minimum=1)
 # A session whose socket has not drained what the server sent for this long ends with slow_reader.
 LIVE_SLOW_READER_TIMEOUT_S = env_float("NEXTFRAME_LIVE_SLOW_READER_TIMEOUT_S", 10.0, minimum=1.0)
+# SIGTERM: the longest a server drains (live sessions ended with `shutdown`, sockets closed) before
+# it cancels what is left and exits (nextframe.live.drain). Keep it under the orchestrator's kill
+# timeout (Kubernetes: terminationGracePeriodSeconds, less the preStop sleep).
+SHUTDOWN_GRACE_S = env_float("NEXTFRAME_SHUTDOWN_GRACE_S", 20.0, minimum=0.0)
 
 # --- Clip tier ----------------------------------------------------------------------------------
 # Typed here with their defaults, and read as settings.CLIP_* (nextframe.clips): no second default.
