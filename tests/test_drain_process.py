@@ -2,7 +2,7 @@
 
 The client gets `session.ended` reason `shutdown` and then a normal close (not 1006), the record is
 ended with its usage, the session's lease is gone from the pool, and every process exits by itself
-(none killed) with status 0 within the grace period (nextframe.live.drain, docs/operations.md).
+(none killed) with status 0 within the grace period (nextframe.live.drain, docs/operations.md). On the way, /metrics is scraped from loopback.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import signal
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,10 @@ async def session_then_sigterm(server) -> tuple[dict, dict, int | None, int, flo
             frames += isinstance(event, ReceivedFrame)
             if frames >= 5:
                 break
+        # A scrape of the real server from loopback (no token set): the session is counted.
+        with urllib.request.urlopen(f"{server.base}/metrics", timeout=30) as response:
+            scraped = response.read().decode()
+        assert 'nextframe_live_sessions{model="dreamfield",tier="interactive"} 1.0' in scraped, scraped[:2000]
         leases = query(Path(server.data_dir) / "pool.sqlite3",
                        "SELECT count(*) FROM pool_leases WHERE session_id = ?", ready["session_id"])[0]
         web = web_child(server.proc.pid)

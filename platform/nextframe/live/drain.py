@@ -67,6 +67,11 @@ def unregister(socket: DrainableSocket) -> None:
     _state.sockets.discard(socket)
 
 
+def sockets() -> list[DrainableSocket]:
+    """The live sockets of this process (nextframe.metrics counts their sessions)."""
+    return list(_state.sockets)
+
+
 def reset() -> None:
     """Forget the drain (tests run several in one process)."""
     _state.draining, _state.since = False, None

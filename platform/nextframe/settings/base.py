@@ -275,6 +275,11 @@ LIVE_SLOW_READER_TIMEOUT_S = env_float("NEXTFRAME_LIVE_SLOW_READER_TIMEOUT_S", 1
 # timeout (Kubernetes: terminationGracePeriodSeconds, less the preStop sleep).
 SHUTDOWN_GRACE_S = env_float("NEXTFRAME_SHUTDOWN_GRACE_S", 20.0, minimum=0.0)
 
+# --- Operations ---------------------------------------------------------------------------------
+# GET /metrics (Prometheus): with a token, `Authorization: Bearer <token>` is required; without one
+# only direct loopback requests are answered (nextframe.metrics).
+METRICS_TOKEN = env_str("NEXTFRAME_METRICS_TOKEN")
+
 # --- Clip tier ----------------------------------------------------------------------------------
 # Typed here with their defaults, and read as settings.CLIP_* (nextframe.clips): no second default.
 CLIP_BATCH_FRAMES = env_int("NEXTFRAME_CLIP_BATCH_FRAMES", 8, minimum=1)
