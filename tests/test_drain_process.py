@@ -30,6 +30,11 @@ def query(path: Path, sql: str, *args) -> tuple:
         return conn.execute(sql, args).fetchone()
 
 
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has exited
@@ -47,8 +52,7 @@ async def session_then_sigterm(server) -> tuple[dict, dict, int | None, int, flo
             if frames >= 5:
                 break
         # A scrape of the real server from loopback (no token set): the session is counted.
-        with urllib.request.urlopen(f"{server.base}/metrics", timeout=30) as response:
-            scraped = response.read().decode()
+        scraped = await asyncio.to_thread(fetch, f"{server.base}/metrics")
         assert 'nextframe_live_sessions{model="dreamfield",tier="interactive"} 1.0' in scraped, scraped[:2000]
         leases = query(Path(server.data_dir) / "pool.sqlite3",
                        "SELECT count(*) FROM pool_leases WHERE session_id = ?", ready["session_id"])[0]
