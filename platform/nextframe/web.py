@@ -23,7 +23,8 @@ change what a hostile or careless client can do to a node:
    mid-body is closed, and connections are capped per client address and in total (the total
    below the file-descriptor limit, so the database, Redis and files always get descriptors).
 4. The access log. Query parameters that carry credentials (`?token=` of a signed video link,
-   `?ticket=`, ...) are written as `REDACTED`.
+   `?ticket=`, ...) are written as `REDACTED`; with NEXTFRAME_LOG_FORMAT=json each entry is a
+   record of the `nextframe.access` logger (nextframe.logs) instead of a plain line.
 5. Shutdown. On SIGTERM or SIGINT daphne cancelled every application at once: clients got close
    1006 and their sessions `server_error`. Here the process drains first (nextframe.live.drain):
    not ready, nothing new admitted, every live session ended with `shutdown`, for at most
@@ -302,6 +303,19 @@ def patch_access_log() -> None:
 
     __call__._nextframe = True  # type: ignore[attr-defined]  # the patched-once marker, on the function
     AccessLogGenerator.__call__ = __call__
+
+    from nextframe import logs
+
+    if logs.json_enabled():  # NEXTFRAME_LOG_FORMAT=json: access entries as records with fields
+        import logging
+
+        access = logging.getLogger("nextframe.access")
+
+        def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None):
+            access.info("%s %s", request, status or "-",
+                        extra={"client": host, "request": request, "status": status, "bytes": length})
+
+        AccessLogGenerator.write_entry = write_entry
 
 
 # --- graceful drain -------------------------------------------------------------------------------

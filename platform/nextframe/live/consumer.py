@@ -22,6 +22,7 @@ from django.conf import settings
 
 from inference import protocol
 from inference.error_codes import EndReason, ErrorCode, close_code_for
+from nextframe import logs
 from nextframe.live import drain, edge
 from nextframe.live.bridge import SocketBridge
 from nextframe.live.flow import flow_of
@@ -64,6 +65,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         except tenancy.AuthError as exc:
             refusal = edge.close_for_auth_error(exc)
         await self.accept()
+        logs.bind(request_id=logs.new_id())  # this socket's logs (NEXTFRAME_LOG_FORMAT=json)
         drain.register(self)  # at once: a drain that starts from here on reaches this socket
         if drain.draining():
             await self.close(code=drain.CLOSE_GOING_AWAY, reason=drain.CLOSE_REASON)
@@ -134,6 +136,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 ready = await database_sync_to_async(service.start)(message, self.bridge)
             finally:
                 self.admitting = False
+            logs.bind(session_id=ready.session_id, org=str(service.principal.organization.pk))
             await self._send_text(ready.to_json())
             self.tasks = [asyncio.create_task(self._sender(service)), asyncio.create_task(self._ticker(service))]
             if drain.draining():  # the drain began while this session was being admitted

@@ -12,6 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from nextframe.config import data_dir, env_bool, env_float, env_int, env_list, env_str, secret_key
+from nextframe.logs import logging_config
 
 ENVIRONMENT = env_str("NEXTFRAME_ENV", "development")
 if ENVIRONMENT not in {"development", "production", "test"}:
@@ -167,6 +168,8 @@ STORAGES = {
 # step on a fresh install) and from STATIC_ROOT if an operator ran collectstatic into it.
 MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
                   "whitenoise.middleware.WhiteNoiseMiddleware")
+# Outermost: every response gets its X-Request-ID, and everything logged inside carries it.
+MIDDLEWARE.insert(0, "nextframe.logs.RequestIdMiddleware")
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 Path(STATIC_ROOT).mkdir(exist_ok=True)  # WhiteNoise warns about a missing one on every start
@@ -253,12 +256,10 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 USE_I18N = False
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("NEXTFRAME_LOG_LEVEL", "INFO")},
-}
+# console: plain lines (the default); json: one JSON object per line with request and session ids
+# (structlog, nextframe.logs).
+LOG_FORMAT = (env_str("NEXTFRAME_LOG_FORMAT", "console") or "console").lower()
+LOGGING = logging_config(LOG_FORMAT, env_str("NEXTFRAME_LOG_LEVEL", "INFO") or "INFO")
 
 # --- GPU pool -----------------------------------------------------------------------------------
 POOL_LEASE_TTL_S = env_float("NEXTFRAME_POOL_LEASE_TTL_S", 15.0, minimum=1.0)
