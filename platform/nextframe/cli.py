@@ -192,8 +192,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for name, command in commands.items():
         log = logs.get(name)
         # Their own process group: Ctrl-C in the terminal reaches `up` alone, which then gives each
-        # child exactly one SIGTERM (a second signal turned daphne's drain and Celery's warm
-        # shutdown into tracebacks and cold stops).
+        # child exactly one SIGTERM (the drain's signal), not the terminal's SIGINT and then ours.
         children[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
                                           stdin=subprocess.DEVNULL, process_group=0)
     exit_code = 0
