@@ -10,7 +10,7 @@ from nextframe.live import drain
 from nextframe.live.tests.test_consumer import connect, next_frame, start, stop
 from nextframe.tenancy import actions
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "metrics-token-for-tests-0123456789"
 
@@ -35,6 +35,7 @@ def key(live_pool, db):
     return actions.create_key(org)[1]
 
 
+@pytest.mark.asyncio
 async def test_a_scrape_shows_the_running_session_its_frames_latency_and_the_pools_reservation(key, settings):
     settings.METRICS_TOKEN = TOKEN
     auth = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
