@@ -61,6 +61,8 @@ class CloseCode(IntEnum):
     UNAUTHENTICATED = 4401
     FORBIDDEN = 4403
     CONCURRENCY = 4429
+    # The server is shutting down (a socket without a session, or opened while the server drains).
+    GOING_AWAY = 1001
 
 
 # An error that refuses a session outright is sent as `error` and then the socket is closed with

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from inference import protocol
+from inference.runtime.counters import EngineSeries
 
 LATENCY_WINDOW = 1024
 OUTPUT_WINDOW = 256
@@ -97,6 +98,7 @@ class SessionRecorder:
         self._lags: deque[tuple[int, float]] = deque(maxlen=64)
         self.controls_applied = 0
         self._lag_frames_max: int | None = None
+        self._series = EngineSeries(engine_id)  # the process-wide Prometheus series (counters.py)
 
     def input_received(self, now: float) -> None:
         with self._lock:
@@ -106,6 +108,9 @@ class SessionRecorder:
     def count(self, what: str, n: int = 1) -> None:
         with self._lock:
             setattr(self, what, getattr(self, what) + n)
+        counter = self._series.by_field.get(what)
+        if counter is not None:
+            counter.inc(n)
 
     def set_share(self, share: float, now: float) -> None:
         with self._lock:
@@ -115,6 +120,14 @@ class SessionRecorder:
 
     def output(self, produced_at: float, release: float, deadline: float, delivered: bool) -> None:
         """A frame left the loop at `produced_at` (delivered, or dropped because the reader was full)."""
+        series = self._series
+        if produced_at > deadline:
+            series.misses.inc()
+        if delivered:
+            series.frames.inc()
+            series.latency.observe(max(0.0, produced_at - release))
+        else:
+            series.dropped_outputs.inc()
         with self._lock:
             if produced_at > deadline:
                 self.deadline_misses += 1

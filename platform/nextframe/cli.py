@@ -159,6 +159,11 @@ def _report_exit(name: str, code: int | None, log_dir: Path | None) -> None:
             print(f"--- last lines of {log_dir / f'{name}.log'} ---\n{tail.rstrip()}", file=sys.stderr)
 
 
+# After SIGTERM, how long beyond the web server's drain (SHUTDOWN_GRACE_S) `up` waits for its
+# children before it kills them.
+STOP_MARGIN_S = 10.0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Migrate, start the web server and the embedded worker, say where they are; Ctrl-C stops them.
 
@@ -194,8 +199,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     for name, command in commands.items():
         log = logs.get(name)
+        # Their own process group: Ctrl-C in the terminal reaches `up` alone, which then gives each
+        # child exactly one SIGTERM (the drain's signal), not the terminal's SIGINT and then ours.
         children[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
-                                          stdin=subprocess.DEVNULL)
+                                          stdin=subprocess.DEVNULL, process_group=0)
     exit_code = 0
     # Announce the URLs (and the key) only once the server really answers on them.
     if _wait_for_port(args.host, args.port, children["web"]):
@@ -229,16 +236,26 @@ def cmd_up(args: argparse.Namespace) -> int:
                 exit_code, stopping = 1, True
                 break
         time.sleep(0.3)
+    if any(child.poll() is None for child in children.values()):
+        print(f"Stopping: live sessions end with reason `shutdown` (at most {settings.SHUTDOWN_GRACE_S:g} s) ...")
+        sys.stdout.flush()
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for child in children.values():
+    # The web server drains for up to SHUTDOWN_GRACE_S; the worker finishes the clip batch it runs.
+    deadline = time.monotonic() + settings.SHUTDOWN_GRACE_S + STOP_MARGIN_S
+    for name, child in children.items():
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"warning: the {name} process did not stop in time; killed", file=sys.stderr)
             child.kill()
             child.wait()
+            exit_code = 1
+        else:
+            if child.returncode != 0 and exit_code == 0:
+                print(f"warning: the {name} process exited with code {child.returncode} while stopping", file=sys.stderr)
+                exit_code = 1
     for log in logs.values():
         log.close()
     print("NextFrame stopped.")

@@ -1,4 +1,5 @@
-"""/healthz (the process is alive) and /readyz (database, channel layer and broker reachable).
+"""/healthz (the process is alive) and /readyz (database, channel layer and broker reachable, and
+the process is not draining: 503 `{"status": "draining"}` once it has begun to shut down).
 
 Both are public (load balancers and orchestrators call them without credentials), so they say
 nothing that helps an attacker fingerprint the node: no Python, OS or library versions.
@@ -46,6 +47,10 @@ CHECKS = {"database": _check_database, "channel_layer": _check_channel_layer, "b
 
 
 def readyz(request):
+    from nextframe.live import drain
+
+    if drain.draining():  # shutting down: take no new clients, whatever the checks would say
+        return JsonResponse({"status": "draining", "checks": {}}, status=503)
     results, ok = {}, True
     for name, check in CHECKS.items():
         started = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from nextframe import health
+from nextframe import health, metrics
 
 urlpatterns = [
     path("v1/moderation/", include("moderation.urls")),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("v1/", include("nextframe.api.urls")),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
+    path("metrics", metrics.view),
     path("", include("frontend.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -7,7 +7,8 @@ its bounded outbox -> `_sender` -> `_send_frame`. The channel layer carries only
 While the socket's write buffer is backed up (nextframe.live.flow) frames are dropped and
 non-closing errors skipped; a socket that does not drain for LIVE_SLOW_READER_TIMEOUT_S ends its
 session with `slow_reader`. A started session ends exactly once: `_end`, or `service.abandon`
-when the event loop is going away (a server shutdown cancels the consumer).
+when the event loop is going away (a server shutdown cancels the consumer). A draining server
+(nextframe.live.drain) calls `drain_shutdown` first: the session ends with `shutdown`.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from django.conf import settings
 
 from inference import protocol
 from inference.error_codes import EndReason, ErrorCode, close_code_for
-from nextframe.live import edge
+from nextframe import logs
+from nextframe.live import drain, edge
 from nextframe.live.bridge import SocketBridge
 from nextframe.live.flow import flow_of
 from nextframe.live.service import ControlRejected, KeyRevoked, LiveSessionService, Rejected
@@ -38,14 +40,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     service: LiveSessionService | None = None
     bridge: SocketBridge
+    admitting = False  # a session.start is being admitted (drain: it ends right after session.ready)
 
     async def __call__(self, scope, receive, send):
         try:
             await super().__call__(scope, receive, send)
         finally:
             # Cancelled by a server shutdown, or died of a bug: no disconnect handler will run.
+            drain.unregister(self)
             if self.service is not None:
-                self.service.abandon(EndReason.SERVER_ERROR)
+                self.service.abandon(EndReason.SHUTDOWN if drain.draining() else EndReason.SERVER_ERROR)
 
     async def connect(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -61,6 +65,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         except tenancy.AuthError as exc:
             refusal = edge.close_for_auth_error(exc)
         await self.accept()
+        logs.bind(request_id=logs.new_id())  # this socket's logs (NEXTFRAME_LOG_FORMAT=json)
+        drain.register(self)  # at once: a drain that starts from here on reaches this socket
+        if drain.draining():
+            await self.close(code=drain.CLOSE_GOING_AWAY, reason=drain.CLOSE_REASON)
+            return
         if refusal is not None or principal is None:
             code, reason = refusal or edge.CLOSE_WITHOUT_LIVE_SCOPE
             await self.close(code=code, reason=reason)
@@ -72,6 +81,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        drain.unregister(self)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         # A client that vanishes without session.stop still frees its reservation and is recorded.
@@ -117,10 +127,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if isinstance(message, protocol.SessionStart):
             # The engine's first use in a process builds it (seconds; 12-13 s seen on a busy node):
             # off the event loop and off the shared database thread, before anything is reserved.
-            await asyncio.to_thread(service.warm_engine, message.model)
-            ready = await database_sync_to_async(service.start)(message, self.bridge)
+            self.admitting = True
+            try:
+                await asyncio.to_thread(service.warm_engine, message.model)
+                if drain.draining():
+                    raise Rejected(ErrorCode.CAPACITY_UNAVAILABLE, drain.REFUSAL_MESSAGE,
+                                   retry_after_s=drain.RETRY_AFTER_S, close_reason=drain.CLOSE_REASON)
+                ready = await database_sync_to_async(service.start)(message, self.bridge)
+            finally:
+                self.admitting = False
+            logs.bind(session_id=ready.session_id, org=str(service.principal.organization.pk))
             await self._send_text(ready.to_json())
             self.tasks = [asyncio.create_task(self._sender(service)), asyncio.create_task(self._ticker(service))]
+            if drain.draining():  # the drain began while this session was being admitted
+                await self._end(EndReason.SHUTDOWN)
         elif isinstance(message, protocol.Control):
             service.control(message.seq, message.prompt, message.params)
         elif isinstance(message, protocol.SessionStop):
@@ -162,6 +182,15 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not self._backed_up():  # nobody reads them while it is
             await self._send_text(tick.metrics.as_message().to_json())
         return tick.end
+
+    async def drain_shutdown(self) -> None:
+        """The server is shutting down (nextframe.live.drain): end the session with `shutdown`, or
+        close a socket without one with 1001; a session being admitted ends after its session.ready."""
+        if self.service is not None and self.service.running:
+            await self._end(EndReason.SHUTDOWN)
+        elif not self.admitting and not (self.service is not None and self.service.ended):
+            self.service = None
+            await self.close(code=drain.CLOSE_GOING_AWAY, reason=drain.CLOSE_REASON)
 
     async def key_revoked(self, event: dict[str, Any]) -> None:
         """Channel-layer event: the key this socket authenticated with was revoked (in any process)."""

@@ -188,6 +188,11 @@ class LiveHost:
         if callback is not None:
             callback(str(getattr(error, "reason", error)))
 
+    def runtimes(self) -> list[DeviceRuntime]:
+        """The device runtimes started in this process (for /metrics)."""
+        with self._lock:
+            return list(self._runtimes.values())
+
     def shutdown(self) -> None:
         with self._lock:
             runtimes, self._runtimes = list(self._runtimes.values()), {}

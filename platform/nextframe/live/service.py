@@ -127,6 +127,7 @@ class LiveSessionService:
         self.ended = False
         self._spec: EngineSpec | None = None
         self._price = "0"
+        self.tier: str | None = None  # announced in session.ready (read by /metrics)
         self._last_control_seq = 0
         self._failed_ticks = 0
         self._warned = False
@@ -211,7 +212,7 @@ class LiveSessionService:
                            retry_after_s=exc.retry_after_s, close_reason="no capacity") from None
         reservation = self.reservation
         try:
-            tier = catalog_tier(spec)
+            tier = self.tier = catalog_tier(spec)
             runtime = self.host.runtime_for(reservation.device_id)
             config = SessionConfig(engine_id=spec.id, width=width, height=height, fps=fps, prompt=msg.prompt or "",
                                    params=msg.params or {})

@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from nextframe.config import data_dir, env_bool, env_float, env_int, env_list, env_str, secret_key
+from nextframe.logs import logging_config
 
 ENVIRONMENT = env_str("NEXTFRAME_ENV", "development")
 if ENVIRONMENT not in {"development", "production", "test"}:
@@ -168,6 +169,8 @@ STORAGES = {
 # step on a fresh install) and from STATIC_ROOT if an operator ran collectstatic into it.
 MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
                   "whitenoise.middleware.WhiteNoiseMiddleware")
+# Outermost: every response gets its X-Request-ID, and everything logged inside carries it.
+MIDDLEWARE.insert(0, "nextframe.logs.RequestIdMiddleware")
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 Path(STATIC_ROOT).mkdir(exist_ok=True)  # WhiteNoise warns about a missing one on every start
@@ -258,12 +261,10 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 USE_I18N = False
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("NEXTFRAME_LOG_LEVEL", "INFO")},
-}
+# console: plain lines (the default); json: one JSON object per line with request and session ids
+# (structlog, nextframe.logs).
+LOG_FORMAT = (env_str("NEXTFRAME_LOG_FORMAT", "console") or "console").lower()
+LOGGING = logging_config(LOG_FORMAT, env_str("NEXTFRAME_LOG_LEVEL", "INFO") or "INFO")
 
 # --- GPU pool -----------------------------------------------------------------------------------
 POOL_LEASE_TTL_S = env_float("NEXTFRAME_POOL_LEASE_TTL_S", 15.0, minimum=1.0)
@@ -275,6 +276,15 @@ LIVE_METRICS_INTERVAL_S = env_float("NEXTFRAME_LIVE_METRICS_INTERVAL_S", 1.0, mi
 LIVE_TEXT_RATE_PER_S = env_int("NEXTFRAME_LIVE_TEXT_RATE_PER_S", 50, minimum=1)
 # A session whose socket has not drained what the server sent for this long ends with slow_reader.
 LIVE_SLOW_READER_TIMEOUT_S = env_float("NEXTFRAME_LIVE_SLOW_READER_TIMEOUT_S", 10.0, minimum=1.0)
+# SIGTERM: the longest a server drains (live sessions ended with `shutdown`, sockets closed) before
+# it cancels what is left and exits (nextframe.live.drain). Keep it under the orchestrator's kill
+# timeout (Kubernetes: terminationGracePeriodSeconds, less the preStop sleep).
+SHUTDOWN_GRACE_S = env_float("NEXTFRAME_SHUTDOWN_GRACE_S", 20.0, minimum=0.0)
+
+# --- Operations ---------------------------------------------------------------------------------
+# GET /metrics (Prometheus): with a token, `Authorization: Bearer <token>` is required; without one
+# only direct loopback requests are answered (nextframe.metrics).
+METRICS_TOKEN = env_str("NEXTFRAME_METRICS_TOKEN")
 
 # --- Clip tier ----------------------------------------------------------------------------------
 # Typed here with their defaults, and read as settings.CLIP_* (nextframe.clips): no second default.
