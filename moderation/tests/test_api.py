@@ -122,16 +122,22 @@ def test_events_are_filtered_paginated_and_need_a_read_scope(client_for, api_key
     assert client_for(None).get("/v1/moderation/policy").status_code == 401
 
 
-def test_thumbnails_are_dropped_after_their_retention(org, settings):
+def test_thumbnails_are_dropped_after_their_retention_by_the_hourly_beat_task(org, settings):
     from datetime import timedelta
 
     from django.utils import timezone
+
+    from moderation.tasks import purge_thumbnails
+    from nextframe.celery import QUEUE_MAINTENANCE, app
 
     settings.MODERATION_THUMBNAIL_RETENTION_DAYS = 7
     old = actions.record_now(org.pk, {"source": "output", "detector": "hash", "category": "x", "action": "replaced",
                                       "thumbnail": b"jpeg", "at": timezone.now() - timedelta(days=8)})
     new = actions.record_now(org.pk, {"source": "output", "detector": "hash", "category": "x", "action": "replaced",
                                       "thumbnail": b"jpeg"})
-    assert actions.purge_thumbnails() == 1
+    entry = settings.CELERY_BEAT_SCHEDULE["moderation-purge-thumbnails"]
+    assert entry["task"] == "moderation.purge_thumbnails" and entry["options"]["queue"] == QUEUE_MAINTENANCE
+    assert app.conf.task_routes["moderation.purge_thumbnails"]["queue"] == QUEUE_MAINTENANCE
+    assert purge_thumbnails.apply().get() == 1
     assert ModerationEvent.objects.get(pk=old.pk).thumbnail is None
     assert bytes(ModerationEvent.objects.get(pk=new.pk).thumbnail) == b"jpeg"

@@ -24,7 +24,8 @@ app.conf.update(
     task_default_queue=QUEUE_MAINTENANCE,
     # Every task's queue, named here (callers also pass it explicitly on each send).
     task_routes={"clips.render": {"queue": QUEUE_CLIPS}, "clips.recover": {"queue": QUEUE_MAINTENANCE},
-                 "billing.sync_meter_events": {"queue": QUEUE_MAINTENANCE}},
+                 "billing.sync_meter_events": {"queue": QUEUE_MAINTENANCE},
+                 "moderation.purge_thumbnails": {"queue": QUEUE_MAINTENANCE}},
     # How long a worker waits on a dead pool child before requeueing its job (default 10 s).
     worker_lost_wait=2.0,
     task_create_missing_queues=False,

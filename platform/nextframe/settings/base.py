@@ -345,4 +345,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": BILLING_SYNC_INTERVAL_S,
         "options": {"queue": "maintenance", "expires": BILLING_SYNC_INTERVAL_S},
     },
+    # Opted-in thumbnails of flagged frames are kept MODERATION_THUMBNAIL_RETENTION_DAYS (docs/moderation.md).
+    "moderation-purge-thumbnails": {
+        "task": "moderation.purge_thumbnails",
+        "schedule": 3600.0,
+        "options": {"queue": "maintenance", "expires": 3600.0},
+    },
 }
