@@ -83,6 +83,8 @@ class LiveHost:
         self._moderated: dict[str, tuple[SessionContext, OnModeration]] = {}
         self._registered = threading.Condition(self._lock)
         self._gone: collections.deque[str] = collections.deque(maxlen=1024)  # recently let go: no waiting
+        # Runtime sessions the platform runs on itself (audits on test patterns): never moderated.
+        self._exempt: collections.deque[str] = collections.deque(maxlen=1024)
 
     @property
     def pool(self) -> Pool:
@@ -120,6 +122,12 @@ class LiveHost:
         if self.on_release is not None:
             self.on_release(context)
 
+    def exempt(self, runtime_session_id: str) -> None:
+        """A session the platform opened on itself (an audit): its frames pass the checks unchecked."""
+        with self._registered:
+            self._exempt.append(runtime_session_id)
+            self._registered.notify_all()
+
     def unmoderate(self, runtime_session_id: str) -> None:
         with self._lock:
             entry = self._moderated.pop(runtime_session_id, None)
@@ -142,9 +150,11 @@ class LiveHost:
         with self._registered:
             # A session's first frame can be ready before `moderate` registers it (a few lines later in
             # the service's start): wait for that briefly rather than withhold the frame.
-            self._registered.wait_for(lambda: runtime_session_id in self._moderated or runtime_session_id in self._gone,
-                                      timeout=REGISTRATION_WAIT_S)
+            self._registered.wait_for(lambda: runtime_session_id in self._moderated or runtime_session_id in self._gone
+                                      or runtime_session_id in self._exempt, timeout=REGISTRATION_WAIT_S)
             entry = self._moderated.get(runtime_session_id)
+            if entry is None and runtime_session_id in self._exempt:
+                return None
         if entry is None:
             # Fail closed (the runtime withholds the frame): a frame is never sent unchecked.
             raise LookupError(f"no moderation context for runtime session {runtime_session_id}")
