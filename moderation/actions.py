@@ -172,7 +172,7 @@ class AuditWriter:
             return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="nf-moderation-audit", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="moderation-audit-writer", daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:

@@ -141,7 +141,7 @@ class ClassifierWorker:
     def _ensure_started(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="nf-moderation-classifier", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="moderation-classifier", daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:
