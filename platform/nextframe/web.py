@@ -364,6 +364,15 @@ def preload_live_modules() -> None:
     import inference.engines  # noqa: F401
     import inference.runtime  # noqa: F401
 
+    # The same for moderation's models (the prompt classifier, the hashes' libraries, open_nsfw when
+    # the platform's policy classifies frames: seconds and ~80 MiB): loaded before the first session
+    # instead of during it, so the node's memory at rest already holds them.
+    from nextframe.live.service import default_prompt_check
+
+    warm = getattr(default_prompt_check(), "warm", None)
+    if warm is not None:
+        warm()
+
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nextframe.settings")
