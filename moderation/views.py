@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import parsers, permissions
+from rest_framework import parsers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,20 +24,10 @@ from moderation.serializers import (
 )
 from nextframe.api.errors import ApiError
 from nextframe.api.pagination import ListCursorPagination
-from nextframe.tenancy.auth import HasApiKey
+from nextframe.tenancy.auth import HasApiKey, read_or_scope
 
-READ_SCOPES = ("read", "moderation")
 MAX_CATEGORY_CHARS = 64
-
-
-class ModerationScope(permissions.BasePermission):
-    message = "this API key lacks the scope this endpoint needs (moderation; reads also accept read)"
-
-    def has_permission(self, request, view) -> bool:
-        principal = request.auth
-        if request.method in permissions.SAFE_METHODS:
-            return any(principal.has_scope(s) for s in READ_SCOPES)
-        return principal.has_scope("moderation")
+ModerationScope = read_or_scope("moderation")
 
 
 class ModerationBase(APIView):

@@ -291,14 +291,19 @@ def cmd_createorg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _organisation(name: str):
+    """The organisation called `name`, or None (after _setup_django)."""
+    from nextframe.tenancy.models import Organization
+
+    return Organization.objects.filter(name=name).first()
+
+
 def cmd_createkey(args: argparse.Namespace) -> int:
     _setup_django(args.data_dir)
     from nextframe.tenancy import actions
-    from nextframe.tenancy.models import Organization
 
-    try:
-        org = Organization.objects.get(name=args.org)
-    except Organization.DoesNotExist:
+    org = _organisation(args.org)
+    if org is None:
         return _fail(f"no organisation named {args.org!r} (create it with: nextframe createorg {args.org})")
     try:
         row, key = actions.create_key(org, scopes=args.scopes, test=args.test, name=args.name or "")
@@ -325,12 +330,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
     """An organisation's usage and invoice preview for a month (this month by default), from the ledger."""
     _setup_django(args.data_dir)
     from billing import reports
-    from nextframe.tenancy.models import Organization
 
-    try:
-        org = Organization.objects.get(name=args.org)
-    except Organization.DoesNotExist:
-        return _fail(f"no organisation named {args.org!r}")
+    org = _organisation(args.org)
+    if org is None:
+        return _fail(f"no organisation named {args.org!r} (create it with: nextframe createorg {args.org})")
     try:
         period = reports.month(args.month) if args.month else None
     except reports.ReportError as exc:

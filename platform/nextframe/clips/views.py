@@ -22,21 +22,9 @@ from nextframe.api.pagination import ListCursorPagination
 from nextframe.clips import actions, files
 from nextframe.clips.models import Clip
 from nextframe.clips.serializers import ClipCreateSerializer, ClipSerializer, ClipUploadSerializer
-from nextframe.tenancy.auth import ApiKeyAuthentication, DashboardSessionAuthentication, HasApiKey
+from nextframe.tenancy.auth import ApiKeyAuthentication, DashboardSessionAuthentication, HasApiKey, read_or_scope
 
-READ_SCOPES = ("read", "clips")
-
-
-class ClipScope(permissions.BasePermission):
-    """Reads need `read` or `clips`; writes need `clips` (HasApiKey has one scope per view)."""
-
-    message = "this API key lacks the scope this endpoint needs (clips; reads also accept read)"
-
-    def has_permission(self, request, view) -> bool:
-        principal = request.auth
-        if request.method in permissions.SAFE_METHODS:
-            return any(principal.has_scope(s) for s in READ_SCOPES)
-        return principal.has_scope("clips")
+ClipScope = read_or_scope("clips")
 
 
 def _raise(exc: actions.ClipError):

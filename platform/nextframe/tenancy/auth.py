@@ -84,3 +84,20 @@ class HasApiKey(permissions.BasePermission):
                                "GET /v1/billing says why", code="account_suspended", status_code=402)
         return True
 
+
+
+def read_or_scope(scope: str) -> type[permissions.BasePermission]:
+    """A permission for endpoints whose reads accept `read` or `scope` and whose writes need `scope`
+    (HasApiKey checks one scope per view; clips and moderation decide per method)."""
+
+    class ReadOrScope(permissions.BasePermission):
+        message = f"this API key lacks the scope this endpoint needs ({scope}; reads also accept read)"
+
+        def has_permission(self, request, view) -> bool:
+            principal = request.auth
+            if request.method in permissions.SAFE_METHODS:
+                return principal.has_scope("read") or principal.has_scope(scope)
+            return principal.has_scope(scope)
+
+    ReadOrScope.__name__ = ReadOrScope.__qualname__ = f"{scope.capitalize()}Scope"
+    return ReadOrScope
