@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from moderation import phash
@@ -69,8 +69,20 @@ def update_policy(org: Organization, changes: Any) -> Policy:
 
 # --- hash lists ---------------------------------------------------------------------------------------
 
+class HashListFull(Exception):
+    """The organisation's hash list holds MODERATION_MAX_HASHES_PER_ORG entries already."""
+
+
 def add_hash(org: Organization, value: int, category: str) -> BlockedHash:
-    entry = BlockedHash.objects.create(organization=org, phash=phash.to_hex(value), category=category)
+    """Add a hash to the organisation's list. Every frame of its sessions is compared with the whole
+    list, so the list is bounded: HashListFull past MODERATION_MAX_HASHES_PER_ORG."""
+    limit = int(getattr(settings, "MODERATION_MAX_HASHES_PER_ORG", 10_000))
+    with transaction.atomic():
+        # The organisation's row lock: two concurrent adds cannot both take the last place.
+        Organization.objects.select_for_update().filter(pk=org.pk).first()
+        if BlockedHash.objects.filter(organization=org).count() >= limit:
+            raise HashListFull(f"the hash list holds its maximum of {limit} entries; delete some first")
+        entry = BlockedHash.objects.create(organization=org, phash=phash.to_hex(value), category=category)
     refresh(org.pk)
     return entry
 

@@ -27,6 +27,9 @@ from nextframe.api.pagination import ListCursorPagination
 from nextframe.tenancy.auth import HasApiKey, read_or_scope
 
 MAX_CATEGORY_CHARS = 64
+# A listed image is hashed at 32x32: larger pictures only cost memory (a 7000x7000 PNG of a few KB
+# decodes to ~150 MB), so they are refused before decoding.
+MAX_IMAGE_PIXELS = 4096 * 4096
 ModerationScope = read_or_scope("moderation")
 
 
@@ -65,7 +68,7 @@ def _hash_of_upload(upload) -> int:
     try:
         with Image.open(upload) as image:
             image.draft("RGB", (512, 512))  # JPEG: decode at reduced size, the hash needs 32x32
-            if image.width * image.height > 50_000_000:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise ApiError("the image has too many pixels", code="bad_image")
             pixels = np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -110,7 +113,10 @@ class HashListView(ModerationBase):
             except ValueError as exc:
                 raise ApiError(str(exc), details={"phash": ["invalid"]}) from None
             category = _category(data.get("category"))
-        entry = actions.add_hash(request.auth.organization, value, category)
+        try:
+            entry = actions.add_hash(request.auth.organization, value, category)
+        except actions.HashListFull as exc:
+            raise ApiError(str(exc), code="invalid_request") from None
         return Response(actions.describe_hash(entry), status=201)
 
 

@@ -84,6 +84,27 @@ def test_hashes_are_listed_from_a_phash_or_an_image_and_deleted(client_for, api_
         assert response.status_code == 400, request
 
 
+def test_the_hash_list_is_bounded_and_a_picture_too_large_to_decode_is_refused(client_for, api_key, settings):
+    from PIL import Image
+
+    client = client_for(api_key)
+    settings.MODERATION_MAX_HASHES_PER_ORG = 2
+    for n in range(2):
+        assert client.post("/v1/moderation/hashes", {"phash": f"{n:016x}", "category": "a"},
+                           format="json").status_code == 201
+    full = client.post("/v1/moderation/hashes", {"phash": "00000000000000ff", "category": "a"}, format="json")
+    assert full.status_code == 400 and "maximum of 2" in full.json()["error"]["message"]
+    assert client.get("/v1/moderation/hashes").json()["data"].__len__() == 2
+    # A few-KB PNG that would decode to 5000x5000x3 bytes: refused from its header.
+    bomb = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(bomb, format="PNG")
+    bomb.seek(0)
+    bomb.name = "bomb.png"
+    assert bomb.getbuffer().nbytes < 100_000
+    refused = client.post("/v1/moderation/hashes", {"image": bomb, "category": "a"}, format="multipart")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_image"
+
+
 def test_another_organisation_sees_none_of_it(client_for, api_key, other_key, org, other_org):
     mine, theirs = client_for(api_key), client_for(other_key)
     created = mine.post("/v1/moderation/hashes", {"phash": "0123456789abcdef", "category": "x"}, format="json").json()

@@ -322,6 +322,8 @@ MODERATION_FLOOR: dict = {}
 MODERATION_PROMPT_CLASSIFIER = True
 # The share of one core the sampled frame classifier may take (moderation.classifier.ClassifierWorker).
 MODERATION_CLASSIFIER_DUTY = env_float("NEXTFRAME_MODERATION_CLASSIFIER_DUTY", 0.25, minimum=0.01)
+# Every frame is compared with the organisation's whole hash list: the list is bounded.
+MODERATION_MAX_HASHES_PER_ORG = env_int("NEXTFRAME_MODERATION_MAX_HASHES_PER_ORG", 10_000, minimum=1)
 MODERATION_THUMBNAIL_RETENTION_DAYS = env_int("NEXTFRAME_MODERATION_THUMBNAIL_RETENTION_DAYS", 30, minimum=1)
 # --- billing (docs/billing.md) ---
 # A live session writes a ledger segment at least this often (and at its end): a crash loses at most one.
