@@ -6,7 +6,7 @@ Every amount is a decimal string; totals are sums of segments, so they equal wha
 """
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,10 @@ from billing.models import OutboxEvent, Segment
 from nextframe.tenancy.models import Organization
 
 GROUPS = ("day", "model", "key")
+
+
+# A day-by-day report is one response, not a paginated list: its range is bounded.
+MAX_DAY_ROWS = 366
 
 
 class ReportError(ValueError):
@@ -61,6 +65,8 @@ def usage(org: Organization, start: datetime | None = None, end: datetime | None
         raise ReportError("end must be after start")
     if group_by is not None and group_by not in GROUPS:
         raise ReportError(f"group_by must be one of {', '.join(GROUPS)}")
+    if group_by == "day" and end - start > timedelta(days=MAX_DAY_ROWS):
+        raise ReportError(f"group_by=day covers at most {MAX_DAY_ROWS} days: ask for a shorter range")
     rows = customer_segments(org, start, end)
     total = rows.aggregate(gpu=Sum("gpu_seconds"), cost=Sum("amount"))
     data: list[dict[str, Any]] = []

@@ -55,7 +55,7 @@ def test_usage_totals_and_groups_are_the_callers_own_segments(ledger, api_key, c
 
 
 @pytest.mark.parametrize("query", ["group_by=week", "start=yesterday", "start=2026-12-02&end=2026-12-01",
-                                   "stat=1"])
+                                   "stat=1", "group_by=day&start=2020-01-01&end=2021-01-02"])
 def test_bad_usage_queries_are_400(org, api_key, client_for, query):
     response = client_for(api_key).get(f"/v1/usage?{query}")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
