@@ -65,9 +65,9 @@ def web_child(up_pid: int) -> int:
     raise AssertionError("no web child")
 
 
-def record(env: dict[str, str], data_dir: Path, session_id: str) -> tuple:
+def record(env: dict[str, str], data_dir: Path, session_id: str,
+           query: str = "SELECT status, end_reason, ended_at, last_seen_at FROM live_livesession WHERE id = %s") -> tuple:
     """(status, end_reason, ended_at, last_seen_at) of a session, from the database itself."""
-    query = "SELECT status, end_reason, ended_at, last_seen_at FROM live_livesession WHERE id = %s"
     if env.get("DATABASE_URL"):
         import psycopg
 
@@ -133,3 +133,11 @@ def test_a_killed_servers_session_record_ends_without_any_traffic(tmp_path):
         assert reason == "server_error"
         # It ended when it was last seen alive, not when the sweep noticed.
         assert ended_at == last_seen_at
+        # Billed up to its last checkpoint: the ledger's segments of the session add up to what its
+        # record says, and that is more than nothing (it ran ~2 s before the kill).
+        gpu, billed, segments = record(server.env, data_dir, session_id, query=(
+            "SELECT r.gpu_seconds, (SELECT SUM(gpu_seconds) FROM billing_segment WHERE source = 'live' "
+            "AND source_id = r.id), (SELECT COUNT(*) FROM billing_segment WHERE source = 'live' "
+            "AND source_id = r.id) FROM live_livesession r WHERE r.id = %s"))
+        print(f"{profile}: billed {billed} GPU-s in {segments} segment(s); record {gpu}")
+        assert segments >= 1 and float(gpu) > 0 and abs(float(billed) - float(gpu)) < 1e-6
