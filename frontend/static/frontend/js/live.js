@@ -158,8 +158,8 @@ export class LiveClient extends EventTarget {
       }
       this.redirects += 1;
       const { url, ticket, retry_after_s: wait } = outcome.redirect;
-      this._emit("redirect", outcome.redirect);
-      if (wait > 0) await sleep(wait * 1000);
+      this._emit("redirect", { url, retryAfterS: wait ?? 0 });
+      if (wait > 0) await sleep(Math.min(wait, 60) * 1000);
       target = { url, ticket };
     }
   }
@@ -191,7 +191,14 @@ export class LiveClient extends EventTarget {
           this._emit("ready", msg);
           settle({ ready: msg });
         } else if (msg.type === "session.redirect") {
-          redirect = msg;          // the server closes with 1000 next; reconnect on close
+          // This node cannot host the session (v1.4). Leave it (it closes with 1000 too) and, once
+          // closed, reconnect to `url` with the ticket the redirect carries.
+          if (typeof msg.url !== "string" || !/^wss?:\/\//.test(msg.url) || typeof msg.ticket !== "string") {
+            refusal = new LiveError("bad_message", "session.redirect without a ws(s) url and a ticket");
+          } else {
+            redirect = msg;
+          }
+          ws.close(CLOSE.NORMAL);
         } else if (msg.type === "error") {
           refusal = new LiveError(msg.code, msg.message, { retryAfterS: msg.retry_after_s ?? null });
           if (START_REFUSALS.has(msg.code)) {
@@ -213,7 +220,8 @@ export class LiveClient extends EventTarget {
             settle({ error });
           }
         }
-        this._emit("close", { code: event.code, reason: event.reason, ended: this.ended });
+        // Only a started session's socket reports "close"; before that, start() settles instead.
+        if (this.ready) this._emit("close", { code: event.code, reason: event.reason, ended: this.ended });
       };
     });
   }
