@@ -28,6 +28,7 @@ async def handshake(app, origin: str | None) -> bool:
 
 
 @pytest.mark.asyncio
+@pytest.mark.django_db  # Channels' consumers close stale database connections on each message
 async def test_browsers_from_other_sites_are_refused_and_clients_without_origin_are_not(settings):
     settings.ALLOWED_HOSTS = ["app.example.com", ".nextframe.example"]
     settings.WS_ALLOWED_ORIGINS = ["https://customer.example"]
@@ -45,6 +46,7 @@ async def test_browsers_from_other_sites_are_refused_and_clients_without_origin_
 
 
 @pytest.mark.asyncio
+@pytest.mark.django_db
 async def test_development_default_allows_every_origin(settings):
     settings.ALLOWED_HOSTS = ["*"]
     settings.WS_ALLOWED_ORIGINS = []

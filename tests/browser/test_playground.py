@@ -126,12 +126,14 @@ def test_webcam_session_is_steered_moderated_metered_and_recorded(server, new_pa
     assert "moderation" in rejected.text_content()
     after = frame_of(page)
     wait_frame_past(page, after + 3)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts / "playground-webcam.png"))
 
     record = stop_and_check_record(page, server)
     assert record["model"] == "stylize" and record["status"] == "ended" and record["end_reason"] == "client"
     assert record["usage"]["frames"] > 0
     assert page.text_content("#m-cost").endswith("USD")
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts / "playground-ended.png"))
 
 

@@ -39,6 +39,8 @@ class SessionListView(_OwnSessions, ListAPIView):
             qs = qs.filter(status=status)
         model = self.request.query_params.get("model")
         if model:
+            if "\x00" in model:  # PostgreSQL refuses NUL in a string literal (a 500 otherwise)
+                raise ApiError("model must not contain NUL characters")
             qs = qs.filter(model=model)
         return qs
 
