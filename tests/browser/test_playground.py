@@ -23,11 +23,16 @@ PASSWORD = "playground-pass-123"
 BLOCKED_PROMPT = "a nude figure in the rain"  # "nude": moderation/data/default_terms.json, category sexual
 NARROW = {"width": 390, "height": 844}
 
-CREATE_USER = """
+# One shell call (a CLI start costs seconds): the player in `default`, and two users whose
+# organisations refuse every session: no concurrent sessions allowed, and a used-up quota.
+CREATE_USERS = """
 from django.contrib.auth import get_user_model
 from nextframe.tenancy.models import Membership, Organization
-user = get_user_model().objects.create_user("player", "player@example.com", {password!r})
-Membership.objects.create(user=user, organization=Organization.objects.get(name="default"), role="owner")
+users = get_user_model().objects
+full = Organization.objects.create(name="full", max_live_sessions=0)
+broke = Organization.objects.create(name="broke", gpu_seconds_limit=0)
+for name, org in (("player", Organization.objects.get(name="default")), ("full-player", full), ("broke-player", broke)):
+    Membership.objects.create(user=users.create_user(name, password={password!r}), organization=org, role="owner")
 """
 
 
@@ -36,7 +41,7 @@ def server(tmp_path_factory):
     # Only the server's own origin may open browser WebSockets (nextframe/origins.py).
     env = {"NEXTFRAME_ALLOWED_HOSTS": "127.0.0.1"}
     with running_server(tmp_path_factory.mktemp("playground"), extra_env=env) as srv:
-        out = srv.cli("manage", "shell", "-c", CREATE_USER.format(password=PASSWORD))
+        out = srv.cli("manage", "shell", "-c", CREATE_USERS.format(password=PASSWORD))
         assert out.returncode == 0, out.stderr
         # Measure stylize's tier on this deployment (~6 s), so its card shows evidence; dreamfield
         # stays unmeasured and shows its declared tier.
@@ -45,11 +50,11 @@ def server(tmp_path_factory):
         yield srv
 
 
-def open_playground(new_page, server, model: str, viewport: dict | None = None):
+def open_playground(new_page, server, model: str, viewport: dict | None = None, user: str = "player"):
     page = new_page(viewport=viewport)
     page.goto(f"{server.base}/playground/?model={model}")
     assert "/accounts/login/" in page.url  # the page needs a signed-in user
-    page.fill("#id_username", "player")
+    page.fill("#id_username", user)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"**/playground/?model={model}")
@@ -141,6 +146,12 @@ def test_text_to_video_session_in_a_narrow_window(server, new_page, artifacts):
     page = open_playground(new_page, server, "dreamfield", viewport=NARROW)
     assert page.is_disabled("input[name=source][value=webcam]")  # text-to-video: no input
     assert "declared: not measured on this deployment yet" in page.text_content("#model-card")
+    # A blocked prompt at the start: no session, and the page says why.
+    page.fill("#prompt", BLOCKED_PROMPT)
+    page.click("#start")
+    page.wait_for_selector("#refusal:not([hidden])")
+    assert page.text_content("#refusal-text").startswith("Moderation refused the prompt")
+    assert page.is_hidden("#retry") and page.is_enabled("#start")
     page.fill("#prompt", "a neon jellyfish")
     page.click("#start")
     page.wait_for_selector("#stop:not([disabled])")
@@ -201,6 +212,53 @@ def test_capacity_refusal_is_said_in_words_with_a_retry(server, new_page, artifa
     wait_frame_past(page, 1)
     page.click("#stop")
     page.wait_for_selector("#record:not([hidden])")
+
+
+@pytest.mark.parametrize("user, words", [
+    ("full-player", "already runs as many live sessions as it may at once"),
+    ("broke-player", "has used up its monthly quota"),
+])
+def test_concurrency_and_quota_refusals_are_said_in_words(server, new_page, user, words):
+    page = open_playground(new_page, server, "dreamfield", user=user)
+    page.click("#start")
+    page.wait_for_selector("#refusal:not([hidden])")
+    assert words in page.text_content("#refusal-text")
+    assert page.is_enabled("#start") and page.is_disabled("#stop")
+
+
+def small_webm(path) -> None:
+    """Two seconds of a moving gradient, VP8 in WebM (what a person might pick as a local file)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=15)
+        stream.width = stream.height = 128
+        stream.pix_fmt = "yuv420p"
+        x, y = np.meshgrid(np.arange(128), np.arange(128))
+        for i in range(30):
+            rgb = np.stack([(2 * x + 8 * i) % 256, 2 * y, np.full_like(x, 40 * (i % 6))], axis=-1).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_test_pattern_and_a_local_video_file_feed_a_session(server, new_page, tmp_path):
+    page = open_playground(new_page, server, "identity")
+    for source in ("pattern", "file"):
+        if source == "file":
+            small_webm(tmp_path / "clip.webm")
+            page.set_input_files("#file-input", str(tmp_path / "clip.webm"))
+        page.check(f"input[name=source][value={source}]")
+        page.fill("#width", "128")
+        page.fill("#height", "128")
+        page.fill("#fps", "15")
+        page.click("#start")
+        page.wait_for_selector("#stop:not([disabled])")
+        pixels_change(page)  # identity returns its input: the source itself moves
+        page.click("#stop")
+        page.wait_for_selector("#record:not([hidden])")
 
 
 def test_websocket_origin_guard(server):
