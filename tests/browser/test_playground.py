@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from contextlib import contextmanager
 
@@ -31,8 +32,17 @@ from nextframe.tenancy.models import Membership, Organization
 users = get_user_model().objects
 full = Organization.objects.create(name="full", max_live_sessions=0)
 broke = Organization.objects.create(name="broke", gpu_seconds_limit=0)
-for name, org in (("player", Organization.objects.get(name="default")), ("full-player", full), ("broke-player", broke)):
+metered = Organization.objects.create(name="metered", gpu_seconds_limit=10)
+for name, org in (("player", Organization.objects.get(name="default")), ("full-player", full),
+                  ("broke-player", broke), ("metered-player", metered)):
     Membership.objects.create(user=users.create_user(name, password={password!r}), organization=org, role="owner")
+# `metered` used 8.9 of its 10 GPU-seconds this month already (one ledger segment, as a past session writes).
+from datetime import timedelta
+from decimal import Decimal
+from billing import ledger
+end = ledger.now()
+ledger.append(ledger.Interval("live", "earlier-session", 0, metered.pk, None, "dreamfield", 1.0,
+                              end - timedelta(seconds=8.9), end, Decimal("8.9"), Decimal("0.0004")))
 """
 
 
@@ -200,7 +210,7 @@ def test_capacity_refusal_is_said_in_words_with_a_retry(server, new_page, artifa
         page.click("#start")  # dreamfield 256x256@30 needs a 0.3 share: no device can take it now
         page.wait_for_selector("#refusal:not([hidden])")
         text = page.text_content("#refusal-text")
-        assert "No capacity" in text and "Try again in" in text, text
+        assert re.search(r"No capacity .* Try again in \d+ s, or ask for a smaller size", text), text
         assert page.is_visible("#retry")
         assert page.evaluate("document.activeElement.id") == "retry"  # focus goes to the way out
         assert page.is_enabled("#start") and page.is_disabled("#stop")
@@ -224,6 +234,17 @@ def test_concurrency_and_quota_refusals_are_said_in_words(server, new_page, user
     page.wait_for_selector("#refusal:not([hidden])")
     assert words in page.text_content("#refusal-text")
     assert page.is_enabled("#start") and page.is_disabled("#stop")
+
+
+def test_quota_warning_then_the_quota_ends_the_session(server, new_page, artifacts):
+    page = open_playground(new_page, server, "dreamfield", user="metered-player")
+    page.click("#start")  # 0.3 GPU-seconds per second on top of 8.9 of 10
+    page.wait_for_selector("#quota:not([hidden])", timeout=5000)
+    assert "used 9" in page.text_content("#quota") and "% of its monthly limit" in page.text_content("#quota")
+    page.wait_for_selector("#record:not([hidden])", timeout=10_000)
+    assert page.text_content("#status") == "The session ended: your organisation's monthly quota is used up."
+    assert "monthly quota is used up" in page.text_content("#refusal-text")
+    page.screenshot(path=str(artifacts / "playground-quota.png"))
 
 
 def small_webm(path) -> None:

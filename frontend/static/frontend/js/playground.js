@@ -28,11 +28,11 @@ const state = {
 // --- words for every refusal and every end ---------------------------------------------------------
 
 function refusal(err) {
-  const wait = err.retryAfterS;
+  const wait = Number.isFinite(err.retryAfterS) ? Math.max(1, Math.ceil(err.retryAfterS)) : null;
   const msg = err.message ? ` (${err.message})` : "";
   switch (err.code) {
     case "capacity_unavailable":
-      return { text: `No capacity for this session right now: the devices are busy${msg}. ` +
+      return { text: "No capacity for this session right now: every device that can run it is busy. " +
         `Try again ${wait ? `in ${wait} s` : "in a moment"}, or ask for a smaller size or a lower fps.`, retry: wait ?? 0 };
     case "quota_exceeded":
       return { text: "Your organisation has used up its monthly quota, so no session can start. " +
@@ -90,6 +90,7 @@ function showRefusal({ text, retry }) {
   clearInterval(state.retryTimer);
   if (retry === undefined) {
     button.hidden = true;
+    box.focus();
     return;
   }
   button.hidden = false;
@@ -117,7 +118,7 @@ async function loadModels() {
   }
   state.models = body.data;
   const select = $("model");
-  select.replaceChildren(...state.models.map((m) => new Option(`${m.id} · ${m.kind} · ${m.tier}`, m.id)));
+  select.replaceChildren(...state.models.map((m) => new Option(`${m.id} (${m.tier})`, m.id)));
   const wanted = new URLSearchParams(location.search).get("model");
   if (wanted && state.models.some((m) => m.id === wanted)) select.value = wanted;
   selectModel(select.value);
@@ -166,6 +167,7 @@ function selectModel(id) {
   const v2v = m.kind === "video-to-video";
   $("input-note").hidden = v2v;
   document.querySelector(".pg-input-preview").hidden = !v2v;
+  for (const label of $("input-fieldset").querySelectorAll("label")) label.hidden = !v2v;
   for (const input of $("input-fieldset").querySelectorAll("input")) input.disabled = !v2v;
   const limits = m.limits ?? {};
   setNumber("width", m.default_width, limits.min_width, m.max_width);
