@@ -49,7 +49,8 @@ ledger.append(ledger.Interval("live", "earlier-session", 0, metered.pk, None, "d
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     # Only the server's own origin may open browser WebSockets (nextframe/origins.py).
-    env = {"NEXTFRAME_ALLOWED_HOSTS": "127.0.0.1"}
+    # A smaller audit plan than the default (2 sessions at 64x64): the stylize audit below takes ~4 s.
+    env = {"NEXTFRAME_ALLOWED_HOSTS": "127.0.0.1", "NEXTFRAME_AUDIT_SESSIONS": "2", "NEXTFRAME_AUDIT_SIZE": "64x64"}
     with running_server(tmp_path_factory.mktemp("playground"), extra_env=env) as srv:
         out = srv.cli("manage", "shell", "-c", CREATE_USERS.format(password=PASSWORD))
         assert out.returncode == 0, out.stderr
@@ -163,10 +164,16 @@ def test_text_to_video_session_in_a_narrow_window(server, new_page, artifacts):
     assert page.text_content("#refusal-text").startswith("Moderation refused the prompt")
     assert page.is_hidden("#retry") and page.is_enabled("#start")
     page.fill("#prompt", "a neon jellyfish")
-    page.click("#start")
+    # Every field has a label (the controls are generated from the params schema).
+    unlabelled = page.evaluate("""[...document.querySelectorAll('input, select, textarea')]
+                                  .filter((e) => !e.labels || e.labels.length === 0).map((e) => e.id || e.name)""")
+    assert unlabelled == []
+    page.focus("#start")
+    page.keyboard.press("Enter")  # keyboard only
     page.wait_for_selector("#stop:not([disabled])")
     pixels_change(page)
     shown = frame_of(page)
+    page.focus("#param-palette")
     page.select_option("#param-palette", "fire")
     applied = page.wait_for_selector("#controls-log li[data-seq='1'][data-state='applied']", timeout=5000)
     assert int(applied.get_attribute("data-frame")) > shown
