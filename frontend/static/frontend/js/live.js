@@ -24,7 +24,7 @@ export const CLOSE = Object.freeze({
 });
 // What a close code means when no `error` message explained it (section 5 of the protocol).
 const CLOSE_CODES = {
-  1001: "going_away", 1009: "message_too_big", 1013: "capacity_unavailable",
+  1001: "going_away", 1006: "connection_failed", 1009: "message_too_big", 1013: "capacity_unavailable",
   4401: "unauthenticated", 4403: "forbidden", 4429: "concurrency_limit",
 };
 // `error` codes after which no session exists, although the socket stays open (section 4).

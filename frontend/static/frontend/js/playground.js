@@ -59,6 +59,9 @@ function refusal(err) {
       return { text: `This model is not installed on the server${msg}.` };
     case "going_away":
       return { text: "The server is restarting. Start again in a moment.", retry: 1 };
+    case "connection_failed":
+      return { text: "Could not connect to the live server: it refused the connection (for instance a page from " +
+        "a site it does not trust, or an expired sign-in) or cannot be reached. Reload the page and try again.", retry: 1 };
     case "too_many_redirects":
       return { text: "The servers kept sending the session elsewhere. Try again in a moment.", retry: 1 };
     default:
