@@ -136,7 +136,7 @@ def test_webcam_session_is_steered_moderated_metered_and_recorded(server, new_pa
 
     # A blocked prompt is refused, in words, and the frames go on.
     page.fill("#prompt", BLOCKED_PROMPT)
-    page.click("#send-prompt")
+    page.press("#prompt", "Enter")  # Enter sends it, like the button
     rejected = page.wait_for_selector("#controls-log li[data-seq='2'][data-state='rejected']", timeout=5000)
     assert rejected.get_attribute("data-code") == "moderation"
     assert "moderation" in rejected.text_content()

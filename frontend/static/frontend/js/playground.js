@@ -520,6 +520,13 @@ $("prompt-form").addEventListener("submit", (event) => {
   const prompt = $("prompt").value.trim();
   if (prompt && state.ready) sendControl({ prompt }, `prompt “${prompt}”`);
 });
+$("prompt").addEventListener("keydown", (event) => {
+  // Enter sends the prompt while a session runs; Shift+Enter is a new line.
+  if (event.key === "Enter" && !event.shiftKey && state.ready) {
+    event.preventDefault();
+    $("prompt-form").requestSubmit();
+  }
+});
 window.addEventListener("pagehide", () => state.client?.close());
 
 loadModels();
