@@ -5,7 +5,7 @@ Two `python -m nextframe.web` processes (daphne) share one fresh PostgreSQL data
 devices read from a JSON file (`NEXTFRAME_DEVICES_FILE`: the real drain rule over what NVML would
 report, rewritten by the test while the nodes run). Node b's device is the larger one, so the pool's
 least-loaded rule places a start that reaches a on b. The nodes are shared by the module's tests, in
-order; the last one kills b.
+order; the last two kill b, then stop a.
 
 Numbers (time for a throttle to drain a device, for a killed node to leave placement) are printed
 with `-s`; docs/operations.md ("Nodes and redirects") has them.
@@ -130,12 +130,19 @@ def cluster(tmp_path_factory):
         prefix = f"nftest:{uuid.uuid4().hex}:{{pool}}"
         env = clean_env({**services, "SECRET_KEY": "nodes-test-" + uuid.uuid4().hex * 2,
                          "NEXTFRAME_POOL_LEASE_TTL_S": str(TTL_S), "NEXTFRAME_POOL_KEY_PREFIX": prefix,
-                         "NEXTFRAME_DATA_DIR": str(tmp)})
-        setup = subprocess.run([sys.executable, "-c", SETUP], env=env, capture_output=True, text=True, timeout=120)
-        assert setup.returncode == 0, setup.stderr
-        key = setup.stdout.strip().splitlines()[-1]
+                         "NEXTFRAME_DATA_DIR": str(tmp),
+                         # The stale-record sweep (tests/test_stale_sweep.py) would run before the
+                         # schema exists: the nodes start while it is made.
+                         "NEXTFRAME_LIVE_SWEEP_INTERVAL_S": "0"})
+        # The schema and the key are made while the nodes start (seconds of imports each, in parallel):
+        # nothing reaches the database before the test's first request.
+        setup = subprocess.Popen([sys.executable, "-c", SETUP], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
         a, b = start_node("a", 1.0, env, tmp), start_node("b", 2.0, env, tmp)
         try:
+            out, err = setup.communicate(timeout=120)
+            assert setup.returncode == 0, err
+            key = out.strip().splitlines()[-1]
             wait_for("both nodes healthy", lambda: healthy(a) and healthy(b), 120)
             made = Cluster(a, b, key, services["DATABASE_URL"], prefix, services["REDIS_URL"])
             yield made
@@ -156,10 +163,15 @@ def cluster(tmp_path_factory):
                 client.delete(name)
 
 
+START_S: dict[str, list[float]] = {"redirected": [], "direct": []}  # session.start -> session.ready, seconds
+
+
 async def session(url: str, key: str | None = None, ticket: str | None = None, frames: int = 3) -> tuple[dict, list[str], dict]:
     """A session started at `url` (following redirects): (session.ready, redirects followed, session.ended)."""
     async with LiveClient(url, key=key, ticket=ticket) as client:
+        began = time.monotonic()
         ready = await client.start("dreamfield", width=64, height=64, fps=10)
+        START_S["redirected" if client.redirects else "direct"].append(time.monotonic() - began)
         got = 0
         async for event in client:
             got += isinstance(event, ReceivedFrame)
@@ -181,20 +193,17 @@ async def raw_redirect(url: str, key: str) -> dict:
 
 
 async def refused(url: str, ticket: str) -> tuple[list[dict], int | None]:
-    """What a node says to a socket opened with `ticket` that sends a start: messages, close code."""
+    """What a node says to a socket opened with `ticket` before closing it: messages, close code."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
     said = []
     async with connect(f"{url}?ticket={ticket}") as ws:
         try:
-            await ws.send(json.dumps({"type": "session.start", "model": "dreamfield"}))
-            async for message in ws:
-                said.append(json.loads(message))
+            while True:
+                said.append(json.loads(await ws.recv()))
         except ConnectionClosed:
-            pass
-        await ws.wait_closed()
-        return said, ws.close_code
+            return said, ws.close_code
 
 
 def test_a_start_at_a_lands_on_b_through_a_redirect(cluster):
@@ -207,6 +216,12 @@ def test_a_start_at_a_lands_on_b_through_a_redirect(cluster):
     # A start that reaches b stays there: no redirect.
     ready, redirects, _ = asyncio.run(session(cluster.b.ws, key=cluster.key, frames=1))
     assert redirects == [] and ready["reservation"]["device"] == "b/cpu"
+    for _ in range(3):  # warm: the time a redirect adds to a start (printed, not asserted)
+        asyncio.run(session(cluster.a.ws, key=cluster.key, frames=1))
+        asyncio.run(session(cluster.b.ws, key=cluster.key, frames=1))
+    redirected, direct = sorted(START_S["redirected"][1:]), sorted(START_S["direct"][1:])
+    print(f"\nsession.start -> session.ready: direct {1000 * direct[len(direct) // 2]:.0f} ms, "
+          f"through a redirect {1000 * redirected[len(redirected) // 2]:.0f} ms (medians of {len(direct)})")
 
 
 def test_nextframe_live_follows_the_redirect_without_the_user_noticing(cluster):
@@ -311,3 +326,16 @@ def test_a_killed_node_leaves_placement_within_the_lease_ttl(cluster):
     # A start at a stays on a: nobody is redirected to the dead node.
     ready, redirects, _ = asyncio.run(session(cluster.a.ws, key=cluster.key, frames=1))
     assert redirects == [] and ready["reservation"]["device"] == "a/cpu"
+
+
+def test_sigterm_takes_a_node_out_of_placement_at_once(cluster):
+    """The drain's first step re-registers the node's devices as draining: no new session is placed
+    (or redirected) there while it ends the ones it runs. Runs last: a is stopped."""
+    def a_draining() -> list[bool]:
+        return [d.draining for d in cluster.pool_view().devices if d.node_id == "a"]
+
+    assert a_draining() == [False]
+    cluster.a.proc.send_signal(signal.SIGTERM)
+    drained_s = wait_for("a's device registered draining", lambda: a_draining() == [True], TTL_S / 2)
+    assert cluster.a.proc.wait(timeout=30) == 0
+    print(f"\nSIGTERM a: a/cpu registered draining {1000 * drained_s:.0f} ms later (TTL {TTL_S:g} s)")

@@ -193,6 +193,21 @@ async def test_a_redirect_nobody_follows_leaks_nothing(cluster, key):
 
 
 @pytest.mark.asyncio
+async def test_a_different_start_after_a_redirect_is_placed_anew_and_the_adopted_lease_freed(cluster, key):
+    cluster.become(cluster.a)
+    moved = await redirected(key)
+    [adopted] = cluster.a.active_leases()
+    cluster.become(cluster.b)
+    comm = await connect(ticket=moved["ticket"])
+    ready = await start_at(comm, {**START, "width": 128, "height": 128})  # not the start that was redirected
+    assert ready["type"] == "session.ready" and ready["reservation"]["device"] == "b/cpu"
+    [lease] = cluster.b.active_leases()
+    assert lease.lease_id != adopted.lease_id and lease.share > adopted.share  # its own size, not the adopted one
+    await stop(comm)
+    assert cluster.b.active_leases() == []
+
+
+@pytest.mark.asyncio
 async def test_a_redirected_client_that_leaves_before_starting_frees_the_adopted_reservation(cluster, key):
     cluster.become(cluster.a)
     moved = await redirected(key)

@@ -268,15 +268,16 @@ class LiveSessionService:
             share=reservation.share, price_per_gpu_second=self._price, currency=usage.CURRENCY)
 
     def _place(self, session_id: str, share: float, memory_bytes: int) -> Reservation:
-        """This session's reservation: the adopted one when it covers the cost, else a new one; a new
-        one the pool placed on another node's device is handed over (raises Redirected)."""
+        """This session's reservation: the adopted one when it was made for this cost (the same
+        session.start as the one redirected), else a new one; a new one the pool placed on another
+        node's device is handed over (raises Redirected)."""
         from nextframe.live import redirect
 
         org = self.principal.organization
         adopted, self.adopted = self.adopted, None
         if adopted is not None:
             current = self.host.current(adopted)
-            if self.host.holds(adopted) and current.share >= share - 1e-9 and current.memory_bytes >= memory_bytes:
+            if self.host.holds(adopted) and abs(current.share - share) <= 1e-9 and current.memory_bytes == memory_bytes:
                 return current
             self._let_go(adopted)  # lost meanwhile, or a different start than the one redirected: place anew
         pool = self.host.pool
