@@ -28,7 +28,6 @@ from nextframe import logs
 from nextframe.live import drain, edge, redirect
 from nextframe.live.bridge import SocketBridge
 from nextframe.live.flow import flow_of
-from nextframe.live.host import get_host
 from nextframe.live.service import ControlRejected, KeyRevoked, LiveSessionService, Redirected, Rejected
 from nextframe.tenancy import actions as tenancy
 
@@ -76,8 +75,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         logs.bind(request_id=logs.new_id())  # this socket's logs (NEXTFRAME_LOG_FORMAT=json)
         drain.register(self)  # at once: a drain that starts from here on reaches this socket
         if drain.draining() or refusal is not None or principal is None:
-            if adopted is not None:  # not taken over: freed now rather than at its expiry
-                await asyncio.to_thread(get_host().pool.release, adopted)
+            if adopted is not None and principal is not None:  # not taken over: freed now, not at its expiry
+                await asyncio.to_thread(LiveSessionService(principal).refuse_adoption, adopted)
             if drain.draining():
                 await self.close(code=drain.CLOSE_GOING_AWAY, reason=drain.CLOSE_REASON)
             elif wrong_node is not None:

@@ -290,6 +290,12 @@ class LiveSessionService:
             raise Rejected(ErrorCode.CAPACITY_UNAVAILABLE, f"the session's node cannot be reached: {exc}",
                            retry_after_s=redirect.RETRY_AFTER_S, close_reason="no capacity") from None
 
+    def refuse_adoption(self, reservation: Reservation) -> None:
+        """A redirected socket refused before its service ran (draining, no live scope): release the
+        reservation it brought now rather than at its expiry."""
+        self.adopted = reservation
+        self.drop_adopted()
+
     def adopt(self, reservation: Reservation) -> bool:
         """Take over a reservation a redirect handed to this node: heartbeated at once and from then
         on, for the next `start`. False (nothing adopted) when the lease is gone already."""
@@ -303,10 +309,14 @@ class LiveSessionService:
         return True
 
     def drop_adopted(self) -> None:
-        """Release an adopted reservation no session ran on (the socket closes first)."""
+        """Release an adopted reservation no session ran on (the socket closes first); when the pool
+        cannot be reached, the lease expires by itself within its TTL (logged, not raised)."""
         adopted, self.adopted = self.adopted, None
         if adopted is not None:
-            self._let_go(adopted)
+            try:
+                self._let_go(adopted)
+            except Exception:
+                log.exception("redirected reservation %s could not be released", adopted.lease_id)
 
     def _let_go(self, reservation: Reservation) -> None:
         current = self.host.current(reservation)
