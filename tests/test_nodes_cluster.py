@@ -233,6 +233,67 @@ def test_nextframe_live_follows_the_redirect_without_the_user_noticing(cluster):
     assert cluster.record(session_id)[:4] == ("b", "b/cpu", "ended", "client")
 
 
+BROWSER_SESSION = """async ([url, ticket]) => {
+  const { LiveClient } = await import('/js/live.js');
+  const client = new LiveClient({ url, getTicket: async () => ticket });
+  const redirected = [];
+  client.addEventListener('redirect', (e) => redirected.push(e.detail.url));
+  const ready = await client.start({ model: 'dreamfield', width: 64, height: 64, fps: 10 });
+  let frames = 0;
+  await new Promise((r) => client.addEventListener('frame', () => { if (++frames >= 3) r(); }));
+  const ended = await client.stop();
+  return { ready, redirected, frames, ended };
+}"""
+
+
+def test_the_browsers_live_js_follows_a_real_redirect(cluster):
+    """The playground's protocol client (frontend/static/frontend/js/live.js) in Debian's Chromium,
+    started at a with a ticket minted by the key: it lands on b without its caller noticing."""
+    from tests.browser.conftest import CHROMIUM, _need_chromium
+    from tests.browser.test_live_client import PAGE, STATIC
+
+    _need_chromium()
+    import functools
+    import http.server
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path != "/":
+                return super().do_GET()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(PAGE)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(STATIC)))
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    request = urllib.request.Request(f"http://127.0.0.1:{cluster.a.port}/v1/tickets", method="POST",
+                                     headers={"Authorization": f"Bearer {cluster.key}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        ticket = json.loads(response.read())["ticket"]
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{site.server_address[1]}/")
+                out = page.evaluate(BROWSER_SESSION, [cluster.a.ws, ticket])
+            finally:
+                browser.close()
+    finally:
+        site.shutdown()
+    assert out["redirected"] == [cluster.b.ws] and out["ready"]["reservation"]["device"] == "b/cpu"
+    assert out["frames"] >= 3 and out["ended"]["reason"] == "client"
+    assert cluster.record(out["ready"]["session_id"])[:4] == ("b", "b/cpu", "ended", "client")
+    assert cluster.pool_view().leases == []
+
+
 def test_a_redirect_ticket_is_single_use_and_bound_to_its_node(cluster):
     moved = asyncio.run(raw_redirect(cluster.a.ws, cluster.key))
     assert moved["type"] == "session.redirect" and moved["url"] == cluster.b.ws and moved["retry_after_s"] == 0
