@@ -29,6 +29,7 @@ class SignedIn(permissions.BasePermission):
 
 
 class DashboardView(APIView):
+    schema = None  # the dashboard's own endpoints are not part of the public REST API (OpenAPI)
     authentication_classes = [DashboardSessionAuthentication]
     permission_classes = [SignedIn]
 
