@@ -49,9 +49,9 @@ def _fail(message: str, code: int = 1) -> int:
 FIRST_OWNER_EMAIL = "owner@localhost"
 
 
-def bootstrap_default_org() -> tuple[str, str] | None:
-    """On the first run (no organisation yet) create `default`, its owner user and one API key;
-    returns (the API key, a one-time sign-in token for the owner)."""
+def bootstrap_default_org() -> str | None:
+    """On the first run (no organisation yet) create `default`, its owner user (FIRST_OWNER_EMAIL,
+    no password: they sign in with a one-time link) and one API key, which is returned."""
     from nextframe.tenancy import actions, members
     from nextframe.tenancy.models import Organization
 
@@ -59,8 +59,17 @@ def bootstrap_default_org() -> tuple[str, str] | None:
         return None
     org = actions.create_org("default")
     _, key = actions.create_key(org, name="created by nextframe up")
-    owner = members.ensure_owner(org, FIRST_OWNER_EMAIL)
-    return key, members.create_signin_link(owner)
+    members.ensure_owner(org, FIRST_OWNER_EMAIL)
+    return key
+
+
+def first_owner_signin_token() -> str:
+    """A one-time sign-in token for the owner the first run created."""
+    from django.contrib.auth import get_user_model
+
+    from nextframe.tenancy import members
+
+    return members.create_signin_link(get_user_model().objects.get(username=FIRST_OWNER_EMAIL))
 
 
 def signin_url(base: str, token: str) -> str:
@@ -195,8 +204,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     call_command("migrate", interactive=False, verbosity=0)
     ensure_broker_dirs()
-    first_run = bootstrap_default_org()
-    key, signin_token = first_run if first_run else (None, None)
+    key = bootstrap_default_org()
+    signin_token = first_owner_signin_token() if key else None
     children: dict[str, subprocess.Popen] = {}
     env = dict(os.environ, NEXTFRAME_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
     commands = _children_commands(args.host, args.port)
@@ -225,12 +234,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  REST API   {base}/v1/models   (OpenAPI: {base}/v1/openapi.json)")
         print(f"  Live       ws://{args.host}:{args.port}/v1/live")
         print(f"  Dashboard  {base}/dashboard/   Health: {base}/healthz  {base}/readyz")
-        if key:
-            minutes = settings.SIGNIN_LINK_TTL_S // 60
-            print(f"Created organisation 'default' and its owner {FIRST_OWNER_EMAIL}. Sign in to the dashboard "
-                  f"(one-time link, valid {minutes} min; a new one: nextframe createuser {FIRST_OWNER_EMAIL} --org default):")
-            print(f"  {signin_url(base, signin_token)}")
-            print("Its API key (shown once, keep it):")
+        if key and signin_token:
+            # The link lasts SIGNIN_LINK_TTL_S; a new one: nextframe createuser owner@localhost --org default.
+            print(f"Sign in to the dashboard as {FIRST_OWNER_EMAIL}, owner of 'default' (one-time link, valid "
+                  f"{settings.SIGNIN_LINK_TTL_S // 60} min): {signin_url(base, signin_token)}")
+            print("Created organisation 'default'. Its API key (shown once, keep it):")
             print(f"  {key}")
         if log_dir is not None:
             print(f"Logs: {log_dir}/web.log, worker.log (--verbose shows them here). Press Ctrl-C to stop.")

@@ -75,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "frontend.context.navigation",  # every page's header: organisations, role, sections
             ]
         },
     }
@@ -364,5 +365,3 @@ SIGNUP_ENABLED = env_bool("NEXTFRAME_SIGNUP_ENABLED", False)
 # current organisation with the scopes of their role (nextframe.tenancy.auth); API keys come first.
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["nextframe.tenancy.auth.ApiKeyAuthentication",
                                                     "nextframe.tenancy.auth.DashboardSessionAuthentication"]
-# Every page's header (organisation switcher, role, sections) comes from one context processor.
-TEMPLATES[0]["OPTIONS"]["context_processors"].append("frontend.context.navigation")
