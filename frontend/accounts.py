@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth import login
+from django.contrib.auth import login, update_session_auth_hash
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -61,3 +63,19 @@ def signup(request: HttpRequest) -> HttpResponse:
             login(request, user, backend=MODEL_BACKEND)
             return redirect("dashboard")
     return render(request, "frontend/signup.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account(request: HttpRequest) -> HttpResponse:
+    """Set a password (a user who came by a sign-in link has none) or change it; then the sign-in
+    form works too."""
+    form_class = PasswordChangeForm if request.user.has_usable_password() else SetPasswordForm
+    form = form_class(request.user, request.POST or None)
+    saved = False
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        update_session_auth_hash(request, form.user)  # stay signed in
+        saved = True
+        form = PasswordChangeForm(request.user)
+    return render(request, "frontend/account.html", {"form": form, "saved": saved})

@@ -14,7 +14,7 @@ from functools import wraps
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -85,8 +85,20 @@ def sessions(request, org, role):
 
 
 @org_page
+def session_detail(request, org, role, session_id: str):
+    """One live session's record: every measured number (another organisation's: 404)."""
+    row = LiveSession.objects.filter(organization=org, pk=session_id).first()
+    if row is None:
+        raise Http404("no such session")
+    data = LiveSessionSerializer(row).data
+    events = [moderation.describe_event(e) for e in moderation.events_for(org, session_id=row.pk)[:RECENT_ROWS]]
+    return _page(request, "frontend/dashboard/session.html", org, role, s=data, events=events,
+                 metrics=sorted((k, v) for k, v in (data["metrics"] or {}).items() if not isinstance(v, dict)))
+
+
+@org_page
 def clips(request, org, role):
-    models = [m for m in catalog.catalog(organization=org)]
+    models = catalog.catalog(organization=org)
     return _page(request, "frontend/dashboard/clips.html", org, role, models=models)
 
 

@@ -215,3 +215,24 @@ def test_members_invite_change_roles_and_remove(org):
     assert not Membership.objects.filter(user_id=new_id, organization=org).exists()
     assert owner.post("/dashboard/api/members", {"email": "m@example.com"},
                       content_type="application/json").status_code == 400  # already a member
+
+
+def test_session_detail_is_scoped_and_a_linked_user_can_set_a_password(org, other_org):
+    from nextframe.live.models import LiveSession
+
+    user = user_in(org, "o@example.com", "owner")
+    client = signed_in(user)
+    mine = LiveSession.objects.create(organization=org, model="dreamfield", tier="interactive", width=64, height=64,
+                                      fps=10, metrics={"fps": 9.5, "ttff_ms": 120.0, "latency_ms": {"p50": 30.0}})
+    theirs = LiveSession.objects.create(organization=other_org, model="identity", tier="interactive", width=64,
+                                        height=64, fps=10)
+    page = client.get(f"/dashboard/sessions/{mine.pk}/")
+    assert page.status_code == 200 and b"120 ms" in page.content
+    assert mine.pk.encode() in client.get("/dashboard/sessions/").content
+    assert client.get(f"/dashboard/sessions/{theirs.pk}/").status_code == 404
+    # No password yet (came by a link): set one, then the sign-in form works.
+    response = client.post("/accounts/password/", {"new_password1": "a-long-password-1", "new_password2":
+                                                   "a-long-password-1"})
+    assert response.status_code == 200 and b"Password saved" in response.content
+    assert Client().post("/accounts/login/", {"username": "o@example.com", "password": "a-long-password-1"}
+                         ).status_code == 302

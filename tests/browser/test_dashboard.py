@@ -152,13 +152,29 @@ def test_member_cannot_revoke_keys_or_change_policy(server, new_page, artifacts)
     assert status == 200  # the owner's key was not revoked
 
 
-def test_narrow_window(server, owner_state, new_page, artifacts):
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+    .filter(e => e.offsetParent !== null)
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+    .map(e => e.outerHTML.slice(0, 80))"""
+PAGES = ("/dashboard/", "/dashboard/keys/", "/dashboard/usage/", "/dashboard/sessions/", "/dashboard/clips/",
+         "/dashboard/moderation/", "/dashboard/members/")
+
+
+def test_every_page_in_a_narrow_window_labelled_and_keyboard_first(server, owner_state, new_page, artifacts):
     page = new_page(viewport={"width": 390, "height": 844}, storage_state=owner_state)
-    for path, name in (("/dashboard/", "overview"), ("/dashboard/keys/", "keys")):
+    for path in PAGES:
         page.goto(f"{server.base}{path}")
+        page.wait_for_load_state("networkidle")
         # Nothing wider than the window: tables scroll inside their own box.
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (path, overflow)
-        page.screenshot(path=str(artifacts / f"dashboard-narrow-{name}.png"), full_page=True)
+        # Every control has an accessible name; one h1; the first Tab reaches "Skip to content".
+        assert page.evaluate(UNLABELLED) == [], path
+        assert page.locator("h1").count() == 1, path
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.textContent.trim()") == "Skip to content", path
+        name = path.strip("/").split("/")[-1]
+        if name in ("dashboard", "keys", "usage"):
+            page.screenshot(path=str(artifacts / f"dashboard-narrow-{name}.png"), full_page=True)
     assert page.get_by_role("link", name="Playground").is_visible()
     assert page.get_by_role("button", name="Sign out").is_visible()
