@@ -152,6 +152,30 @@ def test_member_cannot_revoke_keys_or_change_policy(server, new_page, artifacts)
     assert status == 200  # the owner's key was not revoked
 
 
+def test_owner_invites_an_admin_and_saves_the_policy(server, owner_state, new_page, artifacts):
+    page = new_page(storage_state=owner_state)
+    page.goto(f"{server.base}/dashboard/members/")
+    page.get_by_label("E-mail").fill("admin@example.com")
+    page.get_by_label("Role", exact=True).select_option("admin")
+    page.get_by_role("button", name="Create user and sign-in link").click()
+    link = page.get_by_test_id("signin-link")
+    link.wait_for()
+    url = link.inner_text().strip()
+    assert LINK.fullmatch(url), url
+    page.screenshot(path=str(artifacts / "dashboard-members-invite.png"))
+    page.get_by_role("button", name="Done").click()
+    page.locator("#members-table tr", has_text="admin@example.com").wait_for()
+    # The invited admin follows the link and may change the policy (a member may not).
+    invited = new_page()
+    invited.goto(url)
+    invited.goto(f"{server.base}/dashboard/moderation/")
+    invited.get_by_label("Violations before a session ends").fill("5")
+    invited.get_by_role("button", name="Save policy").click()
+    invited.get_by_text("Policy saved.").wait_for()
+    status, policy = http("GET", f"{server.base}/v1/moderation/policy", key=server.key)
+    assert status == 200 and policy["max_violations"] == 5, policy
+
+
 UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
     .filter(e => e.offsetParent !== null)
     .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())

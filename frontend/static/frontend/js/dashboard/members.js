@@ -49,11 +49,12 @@ inviteForm.addEventListener("submit", async (event) => {
 });
 
 document.querySelectorAll("[data-role-for]").forEach((select) => {
-  const previous = select.value;
+  let previous = select.value;
   select.addEventListener("change", async () => {
     pageError.hidden = true;
     try {
       await api(`/dashboard/api/members/${select.dataset.roleFor}`, { method: "PATCH", json: { role: select.value } });
+      previous = select.value;
     } catch (err) {
       select.value = previous;
       fail(pageError, err);
