@@ -81,7 +81,7 @@ def test_owner_creates_a_key_and_sees_it_once(server, owner_state, new_page, art
     page.screenshot(path=str(artifacts / "dashboard-keys.png"))
 
 
-def test_clip_renders_plays_and_usage_grows(server, owner_state, new_page, artifacts):
+def test_clip_renders_plays_and_usage_grows(server, owner_state, new_page, artifacts, tmp_path):
     page = new_page(storage_state=owner_state)
     page.goto(f"{server.base}/dashboard/usage/")
     before = Decimal(page.get_by_test_id("gpu-used").inner_text())
@@ -108,8 +108,33 @@ def test_clip_renders_plays_and_usage_grows(server, owner_state, new_page, artif
     page.wait_for_function("() => document.querySelector('video.clip-player').readyState >= 2", timeout=15_000)
     video.evaluate("v => v.play()")
     page.wait_for_function("() => document.querySelector('video.clip-player').currentTime > 0.2", timeout=15_000)
-    assert page.get_by_role("link", name="Download MP4").first.get_attribute("href").endswith("/video")
+    download = page.get_by_role("link", name="Download MP4").first.get_attribute("href")
+    assert download.endswith("/video")
     page.screenshot(path=str(artifacts / "dashboard-clips.png"))
+
+    # Upload: the clip just made, as the input of a video-to-video clip.
+    mp4 = page.request.get(f"{server.base}{download}")
+    assert mp4.status == 200 and mp4.headers["content-type"] == "video/mp4"
+    source = tmp_path / "input.mp4"
+    source.write_bytes(mp4.body())
+    cards = page.locator("article[data-clip]")
+    page.get_by_label("Model", exact=True).select_option("identity")
+    page.get_by_label("FPS").fill("8")  # choosing a model resets it to the model's default
+    page.get_by_label("Input video").set_input_files(str(source))
+    page.get_by_role("button", name="Render clip").click()
+    page.wait_for_function("() => document.querySelectorAll('article[data-clip]').length === 2 "
+                           "|| !document.getElementById('clip-error').hidden")
+    assert page.locator("#clip-error").is_hidden(), page.locator("#clip-error").inner_text()
+    cards.first.locator("[data-testid=clip-status]", has_text="succeeded").wait_for(timeout=45_000)
+    assert cards.first.locator("h3").inner_text().startswith("identity")
+    # Cancel: a long clip, cancelled while it is queued or running.
+    page.get_by_label("Model", exact=True).select_option("dreamfield")
+    page.get_by_label("Duration (seconds)").fill("20")
+    page.get_by_label("Size").select_option("512")
+    page.get_by_role("button", name="Render clip").click()
+    page.wait_for_function("() => document.querySelectorAll('article[data-clip]').length === 3")
+    cards.first.get_by_role("button", name=re.compile("^Cancel clip")).click()
+    cards.first.locator("[data-testid=clip-status]", has_text="cancelled").wait_for()
 
     page.goto(f"{server.base}/dashboard/usage/")
     after = Decimal(page.get_by_test_id("gpu-used").inner_text())
@@ -188,7 +213,11 @@ def test_every_page_in_a_narrow_window_labelled_and_keyboard_first(server, owner
     page = new_page(viewport={"width": 390, "height": 844}, storage_state=owner_state)
     for path in PAGES:
         page.goto(f"{server.base}{path}")
-        page.wait_for_load_state("networkidle")
+        # The pages that fill themselves in from the API: wait until they have.
+        if path.endswith("/usage/"):
+            page.wait_for_function("() => document.getElementById('usage-total').textContent !== ''")
+        if path.endswith("/clips/"):
+            page.locator("#clips-list[aria-busy=false]").wait_for()
         # Nothing wider than the window: tables scroll inside their own box.
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (path, overflow)
