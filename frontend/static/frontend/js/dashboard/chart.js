@@ -16,7 +16,10 @@ export function niceMax(value) {
 }
 
 export function barChart(svg, bars, { unit = "", description = "" } = {}) {
-  const [width, height] = [720, 220];
+  // Drawn at the size it is shown (text stays legible in a narrow window), at least 320 wide.
+  const width = Math.max(320, Math.round(svg.getBoundingClientRect().width) || 720);
+  const height = 220;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const pad = { left: 52, right: 8, top: 10, bottom: 34 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
@@ -28,7 +31,7 @@ export function barChart(svg, bars, { unit = "", description = "" } = {}) {
     svg.append(el("text", { x: pad.left - 6, y: y + 4, "text-anchor": "end" }, `${+(top * i / 4).toPrecision(3)}${unit}`));
   }
   const slot = plotW / Math.max(1, bars.length);
-  const labelEvery = Math.ceil(bars.length / 10);
+  const labelEvery = Math.ceil(bars.length / Math.max(2, Math.floor(plotW / 60)));
   bars.forEach((bar, i) => {
     const h = (plotH * bar.value) / top;
     const x = pad.left + i * slot + slot * 0.15;

@@ -33,10 +33,13 @@ async function load() {
     const value = row ? Number(row.gpu_seconds) : 0;
     bars.push({ label: day.slice(5), value, title: `${day}: ${value} GPU-s, ${row ? row.cost : "0"} ${daily.currency}` });
   }
-  barChart(document.getElementById("usage-chart"), bars, {
+  const draw = () => barChart(document.getElementById("usage-chart"), bars, {
     unit: "s",
     description: `GPU-seconds per day over the last ${DAYS} days; ${daily.gpu_seconds} in total.`,
   });
+  draw();
+  let pending = null;
+  window.addEventListener("resize", () => { clearTimeout(pending); pending = setTimeout(draw, 150); });
   document.getElementById("usage-total").textContent =
     `${daily.gpu_seconds} GPU-seconds, ${daily.cost} ${daily.currency.toUpperCase()} over the last ${DAYS} days.`;
   const dayBody = document.querySelector("#usage-days tbody");
