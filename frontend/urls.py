@@ -6,7 +6,7 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from frontend import accounts, dashboard, dashboard_api
+from frontend import accounts, dashboard, dashboard_api, playground
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
@@ -29,6 +29,7 @@ urlpatterns = [
     path("dashboard/api/members/<int:user_id>", dashboard_api.MemberDetailView.as_view(), name="dashboard-api-member"),
     path("dashboard/api/members/<int:user_id>/link", dashboard_api.MemberLinkView.as_view(),
          name="dashboard-api-member-link"),
+    path("playground/", playground.page, name="playground"),
     # Browsers ask for /favicon.ico whatever the page says; answer it rather than log a 404.
     path("favicon.ico", RedirectView.as_view(url=static("frontend/favicon.svg"), permanent=True)),
     path("", dashboard.root),

@@ -4,7 +4,7 @@
 browser tests skip with the reason; with NEXTFRAME_REQUIRE_SERVICES=1 (CI) its absence fails them.
 
 Fixtures:
-- `browser`: one headless Chromium per test session, with a fake webcam
+- `browser`: one headless Chromium for the tests/browser package, with a fake webcam
   (`--use-fake-device-for-media-stream --use-fake-ui-for-media-stream`).
 - `new_page(viewport=...)`: a fresh context and page; every console error and uncaught page error is
   collected and fails the test at teardown (the issue's "no console errors").
@@ -36,7 +36,10 @@ def _need_chromium() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API runs an event loop in this thread while it is
+# open, and every later test that calls asyncio.run() would fail ("cannot be called from a running
+# event loop"). The browser closes when tests/browser is done.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     _need_chromium()
     from playwright.sync_api import sync_playwright
