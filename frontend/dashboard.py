@@ -127,7 +127,7 @@ def switch_org(request: HttpRequest) -> HttpResponse:
         members.switch_organization(request.user, request.session, int(request.POST.get("organization", "")))
     except (ValueError, members.Forbidden):
         return render(request, "frontend/no_org.html", {"switch_refused": True}, status=403)
-    target = request.POST.get("next") or "/dashboard/"
+    target = request.GET.get("next") or request.POST.get("next") or "/dashboard/"
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = "/dashboard/"
     return HttpResponseRedirect(target)

@@ -123,7 +123,7 @@ def test_pages_and_api_are_scoped_to_the_current_organisation_and_switch(org, ot
     assert {k["id"] for k in client.get("/dashboard/api/keys").json()["data"]} == {mine.key_id}
     assert client.get("/v1/billing").json()["organization"] == "acme"
     # Switch: pages and the REST API now act for globex, with the member role there.
-    response = client.post("/dashboard/org/", {"organization": other_org.pk, "next": "/dashboard/keys/"})
+    response = client.post("/dashboard/org/?next=/dashboard/keys/", {"organization": other_org.pk})
     assert response.status_code == 302 and response["Location"] == "/dashboard/keys/"
     page = client.get("/dashboard/keys/").content
     assert b"globex-key" in page and b"acme-key" not in page and b"data-revoke" not in page
@@ -131,7 +131,7 @@ def test_pages_and_api_are_scoped_to_the_current_organisation_and_switch(org, ot
     assert client.post(f"/dashboard/api/keys/{theirs.key_id}/revoke").status_code == 403
     # An organisation the user is not in, and an open redirect, are refused.
     assert client.post("/dashboard/org/", {"organization": 999999}).status_code == 403
-    response = client.post("/dashboard/org/", {"organization": org.pk, "next": "https://evil.example/"})
+    response = client.post("/dashboard/org/?next=https://evil.example/", {"organization": org.pk})
     assert response["Location"] == "/dashboard/"
 
 
@@ -236,3 +236,20 @@ def test_session_detail_is_scoped_and_a_linked_user_can_set_a_password(org, othe
     assert response.status_code == 200 and b"Password saved" in response.content
     assert Client().post("/accounts/login/", {"username": "o@example.com", "password": "a-long-password-1"}
                          ).status_code == 302
+
+
+def test_the_header_forms_work_with_csrf_enforced_and_add_no_hidden_inputs(org, other_org):
+    import re
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user_in(org, "u@example.com", "owner"))
+    members.add_member(other_org, "u@example.com", role="member", actor_role="owner")
+    page = client.get("/dashboard/keys/").content.decode()
+    header = page.split("<main", 1)[0]
+    assert 'type="hidden"' not in header
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', header).group(1)
+    switched = client.post("/dashboard/org/?next=/dashboard/keys/",
+                           {"organization": other_org.pk, "csrfmiddlewaretoken": token})
+    assert switched.status_code == 302 and b"<h1>globex</h1>" in client.get("/dashboard/").content
+    assert client.post("/accounts/logout/", {"csrfmiddlewaretoken": token}).status_code == 302
+    assert client.get("/dashboard/").status_code == 302  # signed out
