@@ -72,6 +72,13 @@ def first_owner_signin_token() -> str:
     return members.create_signin_link(get_user_model().objects.get(username=FIRST_OWNER_EMAIL))
 
 
+def _browsable(host: str, port: int) -> str:
+    """The server's address as a browser on this machine reaches it (a wildcard bind is not one)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def signin_url(base: str, token: str) -> str:
     from nextframe.tenancy import members
 
@@ -237,7 +244,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if key and signin_token:
             # The link lasts SIGNIN_LINK_TTL_S; a new one: nextframe createuser owner@localhost --org default.
             print(f"Sign in to the dashboard as {FIRST_OWNER_EMAIL}, owner of 'default' (one-time link, valid "
-                  f"{settings.SIGNIN_LINK_TTL_S // 60} min): {signin_url(base, signin_token)}")
+                  f"{settings.SIGNIN_LINK_TTL_S // 60} min): {signin_url(_browsable(args.host, args.port), signin_token)}")
             print("Created organisation 'default'. Its API key (shown once, keep it):")
             print(f"  {key}")
         if log_dir is not None:
