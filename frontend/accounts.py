@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth import login, update_session_auth_hash
+from django.contrib.auth import get_user_model, login, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.db import transaction
@@ -51,10 +51,14 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         name = slugify(form.cleaned_data["organization"])
+        email = form.cleaned_data["email"].strip().lower()
         try:
             with transaction.atomic():
+                # Never an existing account: sign-up would set its password (a takeover).
+                if get_user_model().objects.filter(username=email).exists():
+                    raise actions.TenancyError("an account with this e-mail exists: sign in instead")
                 org = actions.create_org(name)
-                user = members.ensure_owner(org, form.cleaned_data["email"])
+                user = members.ensure_owner(org, email)
                 user.set_password(form.cleaned_data["password"])
                 user.save(update_fields=["password"])
         except actions.TenancyError as exc:

@@ -114,6 +114,8 @@ def moderation_page(request, org, role):
 @org_page
 def members_page(request, org, role):
     rows = list(Membership.objects.filter(organization=org).select_related("user").order_by("user__username"))
+    for row in rows:
+        row.link_allowed = members.dashboard_may_issue_link(row.user, org)
     roles = members.ROLES if role == Membership.Role.OWNER else tuple(r for r in members.ROLES if r != "owner")
     return _page(request, "frontend/dashboard/members.html", org, role, memberships=rows, roles=roles,
                  all_roles=members.ROLES)

@@ -109,8 +109,11 @@ class MembersView(DashboardView):
                                                actor_role=role)
         except actions.TenancyError as exc:
             raise _tenancy_error(exc) from None
+        # An existing account is only added: it signs in as it always did (no link that would let
+        # this organisation's admins sign in as it).
+        link = _signin_url(request, user) if members.dashboard_may_issue_link(user, org) else None
         return Response({"user_id": user.pk, "email": user.get_username(), "role": body.validated_data["role"],
-                         "created": created, "signin_url": _signin_url(request, user)}, status=201)
+                         "created": created, "signin_url": link}, status=201)
 
 
 class MemberDetailView(DashboardView):
@@ -143,4 +146,8 @@ class MemberLinkView(DashboardView):
         target_role = members.role_of(target, org)
         if target_role == "owner" and role != "owner":
             raise ApiError("only an owner can send an owner a sign-in link", code="forbidden", status_code=403)
+        if not members.dashboard_may_issue_link(target, org):
+            raise ApiError("this account has signed in before, has a password or belongs to another organisation: "
+                           "it signs in by itself (the server's operator can run nextframe createuser)",
+                           code="forbidden", status_code=403)
         return Response({"user_id": target.pk, "signin_url": _signin_url(request, target)}, status=201)

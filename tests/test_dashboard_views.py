@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from nextframe.tenancy import actions, members
-from nextframe.tenancy.models import ApiKey, Membership, SignInLink
+from nextframe.tenancy.models import ApiKey, Membership, Organization, SignInLink
 
 pytestmark = pytest.mark.django_db
 
@@ -89,6 +89,12 @@ def test_signup_is_off_unless_enabled(settings, db):
                                                    "password": "a-long-password"})
     assert response.status_code == 302
     assert Membership.objects.get(user__username="new@example.com", organization__name="newco").role == "owner"
+    # An existing account cannot be signed up again (that would set its password).
+    taken = Client().post("/accounts/signup/", {"email": "NEW@example.com", "organization": "other",
+                                                "password": "another-long-password"})
+    assert taken.status_code == 200 and b"exists" in taken.content
+    assert not Organization.objects.filter(name="other").exists()
+    assert Client().login(username="new@example.com", password="a-long-password")
 
 
 # --- pages and scoping ----------------------------------------------------------------------------
@@ -253,3 +259,21 @@ def test_the_header_forms_work_with_csrf_enforced_and_add_no_hidden_inputs(org, 
     assert switched.status_code == 302 and b"<h1>globex</h1>" in client.get("/dashboard/").content
     assert client.post("/accounts/logout/", {"csrfmiddlewaretoken": token}).status_code == 302
     assert client.get("/dashboard/").status_code == 302  # signed out
+
+
+def test_an_admin_gets_no_sign_in_link_for_someone_who_is_somebody_elsewhere(org, other_org):
+    """A link signs in as the user everywhere: the dashboard never makes one for an account that
+    could be worth taking over (another organisation's owner, anyone who signed in or has a password)."""
+    admin = signed_in(user_in(org, "a@example.com", "admin"))
+    other_owner = user_in(other_org, "boss@globex.example", "owner")
+    added = admin.post("/dashboard/api/members", {"email": "boss@globex.example", "role": "member"},
+                       content_type="application/json")
+    assert added.status_code == 201 and added.json()["signin_url"] is None
+    refused = admin.post(f"/dashboard/api/members/{other_owner.pk}/link")
+    assert refused.status_code == 403 and not SignInLink.objects.filter(user=other_owner).exists()
+    assert b"data-link-for=\"%d\"" % other_owner.pk not in admin.get("/dashboard/members/").content
+    # Someone who signed in already (here: this org's only, by a link) gets no new link from an admin.
+    newcomer = admin.post("/dashboard/api/members", {"email": "n@example.com"}, content_type="application/json").json()
+    assert newcomer["signin_url"]
+    assert Client().get(newcomer["signin_url"].removeprefix("http://testserver")).status_code == 302
+    assert admin.post(f"/dashboard/api/members/{newcomer['user_id']}/link").status_code == 403

@@ -146,6 +146,19 @@ def remove_member(org: Organization, user_id: int, actor_role: str | None) -> No
 
 # --- one-time sign-in links -----------------------------------------------------------------------
 
+def dashboard_may_issue_link(user, org: Organization) -> bool:
+    """May an owner/admin of `org` get a sign-in link for `user` from the dashboard?
+
+    A link signs in as the user everywhere, so only for someone who is nobody else yet: never signed
+    in, no password, not staff, and in no organisation but `org`. Otherwise an admin of one
+    organisation could "invite" the owner of another and sign in as them. (The server's operator,
+    `nextframe createuser`, may issue links for anyone.)
+    """
+    if user.last_login is not None or user.has_usable_password() or user.is_staff or user.is_superuser:
+        return False
+    return not Membership.objects.filter(user=user).exclude(organization=org).exists()
+
+
 def create_signin_link(user) -> str:
     """A fresh single-use token for `user` (the path is /accounts/signin/<token>/); also deletes
     expired links, so the table holds about one TTL's worth."""

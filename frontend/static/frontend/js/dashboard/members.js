@@ -41,8 +41,17 @@ inviteForm.addEventListener("submit", async (event) => {
   const data = new FormData(inviteForm);
   try {
     const result = await api("/dashboard/api/members", { method: "POST", json: { email: data.get("email"), role: data.get("role") } });
-    reloadOnClose = true;
-    showLink(result.email, result.signin_url);
+    if (result.signin_url) {
+      reloadOnClose = true;
+      showLink(result.email, result.signin_url);
+    } else {
+      // An existing account: added, and it signs in as it always did (no link is made for it).
+      const done = document.getElementById("invite-done");
+      done.textContent = `${result.email} already has an account: added as ${result.role}. ` +
+        "They will find this organisation in their organisation switcher.";
+      done.hidden = false;
+      setTimeout(() => window.location.reload(), 2500);
+    }
   } catch (err) {
     fail(inviteError, err);
   }
