@@ -451,8 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("email")
     user.add_argument("--org", required=True)
     user.add_argument("--role", choices=["owner", "admin", "member"], default="member")
-    user.add_argument("--url", default=os.environ.get("NEXTFRAME_PUBLIC_URL", "http://127.0.0.1:8000"),
-                      help="the server's address in the printed link (default: $NEXTFRAME_PUBLIC_URL or "
+    user.add_argument("--url", default=os.environ.get("NEXTFRAME_DASHBOARD_URL", "http://127.0.0.1:8000"),
+                      help="the server's address in the printed link (default: $NEXTFRAME_DASHBOARD_URL or "
                            "http://127.0.0.1:8000)")
     _add_data_dir(user)
 
