@@ -78,6 +78,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "frontend.context.navigation",  # every page's header: organisations, role, sections
             ]
         },
     }
@@ -370,3 +371,13 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "maintenance", "expires": 3600.0},
     },
 }
+
+# --- Dashboard (frontend/, docs/dashboard.md) ---------------------------------------------------
+# One-time sign-in links printed by `nextframe up` (first run) and `nextframe createuser`.
+SIGNIN_LINK_TTL_S = env_int("NEXTFRAME_SIGNIN_LINK_TTL_S", 900, minimum=10)
+# Self-service sign-up (a new user creates their own organisation): off unless enabled.
+SIGNUP_ENABLED = env_bool("NEXTFRAME_SIGNUP_ENABLED", False)
+# The REST API also accepts the dashboard's session (with its CSRF token), acting for the user's
+# current organisation with the scopes of their role (nextframe.tenancy.auth); API keys come first.
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["nextframe.tenancy.auth.ApiKeyAuthentication",
+                                                    "nextframe.tenancy.auth.DashboardSessionAuthentication"]
