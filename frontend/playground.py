@@ -11,11 +11,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from nextframe.tenancy.actions import organizations_of
+from nextframe.tenancy.members import current_organization
 
 
 @login_required
 def page(request: HttpRequest) -> HttpResponse:
-    orgs = organizations_of(request.user)
-    # The REST endpoints act for the user's first organisation (DashboardSessionAuthentication).
-    return render(request, "frontend/playground.html", {"organization": orgs[0] if orgs else None})
+    # The REST endpoints act for the organisation chosen in the header's switcher (the dashboard
+    # session's current one), so the page names that one.
+    organization, _role = current_organization(request.user, request.session)
+    return render(request, "frontend/playground.html", {"organization": organization})

@@ -58,3 +58,18 @@ def test_models_and_own_sessions_are_readable_with_the_dashboard_session(member,
 def test_without_a_session_the_reads_still_need_a_key(client):
     assert client.get("/v1/models").status_code == 401
     assert client.get("/v1/sessions").status_code == 401
+
+
+def test_the_page_names_the_organisation_chosen_in_the_switcher(org, django_user_model):
+    from nextframe.tenancy.models import Organization
+
+    user = django_user_model.objects.create_user("ada", password="pw-for-tests")
+    other = Organization.objects.create(name="zeta-labs")
+    Membership.objects.create(user=user, organization=org, role="member")
+    Membership.objects.create(user=user, organization=other, role="member")
+    browser = Client()
+    assert browser.login(username="ada", password="pw-for-tests")
+    first = sorted([org.name, other.name])[0]
+    assert f"<strong>{first}</strong>" in browser.get("/playground/").content.decode()
+    assert browser.post("/dashboard/org/", {"organization": other.pk}).status_code == 302
+    assert "<strong>zeta-labs</strong>" in browser.get("/playground/").content.decode()
