@@ -113,6 +113,13 @@ class _Field:
     @torch.inference_mode()
     def render(self, width: int, height: int, latent_t: torch.Tensor, zoom: float, detail: float,
                palette: str) -> np.ndarray:
+        rgb = self.render_rgb(width, height, latent_t, zoom, detail, palette)
+        return rgb.mul_(255.0).to(torch.uint8).view(3, height, width).permute(1, 2, 0).contiguous().numpy()
+
+    @torch.inference_mode()
+    def render_rgb(self, width: int, height: int, latent_t: torch.Tensor, zoom: float, detail: float,
+                   palette: str) -> torch.Tensor:
+        """The frame as a (3, H*W) float tensor in [0, 1] (backdrop composites it before any uint8)."""
         pw = self.coords_times_w1(width, height)
         a, b = self._scratch(pw.shape[1])
         bias = (latent_t @ self.wz)[:, None]
@@ -124,20 +131,20 @@ class _Field:
         if palette != "natural":
             m, off = self._palettes[palette]
             rgb = torch.addmm(off, m, rgb).clamp_(0.0, 1.0)
-        return rgb.mul_(255.0).to(torch.uint8).view(3, height, width).permute(1, 2, 0).contiguous().numpy()
+        return rgb
 
 
 _FIELD: _Field | None = None
 
 
-def _field() -> _Field:
+def shared_field() -> _Field:
     global _FIELD
     if _FIELD is None:
         _FIELD = _Field()
     return _FIELD
 
 
-def _advance(state: DreamState, prompt: str, params: dict[str, Any]) -> torch.Tensor:
+def advance(state: DreamState, prompt: str, params: dict[str, Any]) -> torch.Tensor:
     """Move one session's time and latent by one frame; return the latent+time input of that frame."""
     if prompt != state.prompt:
         state.prompt = prompt
@@ -164,10 +171,10 @@ class DreamfieldEngine(Engine):
                           target=target, latent=target.clone(), wander=torch.rand(LATENT_DIM, generator=g))
 
     def _frames(self, state: DreamState, n: int, prompt: str, params: dict[str, Any]) -> list[np.ndarray]:
-        f = _field()
+        f = shared_field()
         out = []
         for _ in range(n):
-            lt = _advance(state, prompt, params)
+            lt = advance(state, prompt, params)
             out.append(f.render(state.width, state.height, lt, float(params["zoom"]), float(params["detail"]),
                                 str(params["palette"])))
         return out

@@ -13,7 +13,7 @@ from inference.engines.base import BadFrame, InvalidParams, ModelLoadError, Para
 from inference.engines.dreamfield import prompt_latent
 from inference.engines.stylize import StylizeEngine, StylizeNet
 
-BUILTINS = ["identity", "dreamfield", "dreamfield-chunked", "stylize"]
+BUILTINS = ["identity", "dreamfield", "dreamfield-chunked", "stylize", "backdrop"]
 
 
 def _step(engine, state, prompt="", params=None, frame=None, index=0):
