@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 
 from .backdrop_model import ModelFile, SelfieSegmenter, shared_segmenter
 from .base import Engine, StepInput, StepOutput
-from .dreamfield import DreamfieldEngine, DreamState, advance, shared_field
+from .dreamfield import PROMPT_WAIT_S, DreamfieldEngine, DreamState, advance, reported_seq, shared_field
 from .specs import BACKDROP, BACKDROP_COLORS
 
 #: The generated background's longer side is rendered at most this long, then scaled up.
@@ -68,40 +69,44 @@ def smooth_mask(previous: torch.Tensor | None, new: torch.Tensor, ratio: float) 
     return torch.lerp(new, previous, keep)
 
 
-class _Kernels:
-    """1-D Gaussian kernels per (sigma, radius, channels), cached: feathering and blurring reuse a few."""
+class _BlurMatrices:
+    """Gaussian blur as two matrix products: out = Mh @ x @ Mw^T, with edge replication folded into M.
+
+    Cached per (side, sigma). On one CPU thread a (16, 1, 256, 256) blur takes ~0.4 ms per frame this
+    way against ~9 ms as a separable depthwise convolution (torch's single-channel conv path is slow)."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[float, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple[int, float], torch.Tensor] = {}
         self._lock = threading.Lock()
 
-    def get(self, sigma: float, radius: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (round(sigma, 2), radius, channels)
+    def get(self, n: int, sigma: float) -> torch.Tensor:
+        key = (n, round(sigma, 2))
         with self._lock:
-            k = self._cache.get(key)
-            if k is None:
-                xs = torch.arange(-radius, radius + 1, dtype=torch.float32)
-                g = torch.exp(-(xs * xs) / (2.0 * key[0] ** 2))
+            m = self._cache.get(key)
+            if m is None:
+                radius = max(1, math.ceil(3.0 * key[1]))
+                offsets = torch.arange(-radius, radius + 1)
+                g = torch.exp(-(offsets.float() ** 2) / (2.0 * key[1] ** 2))
                 g /= g.sum()
-                k = (g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1))
+                rows = torch.arange(n).repeat_interleave(len(offsets))
+                cols = (torch.arange(n)[:, None] + offsets[None, :]).clamp_(0, n - 1).reshape(-1)
+                m = torch.zeros(n, n).index_put_((rows, cols), g.repeat(n), accumulate=True)
                 if len(self._cache) >= 64:
                     self._cache.clear()
-                self._cache[key] = k
-            return k
+                self._cache[key] = m
+            return m
 
 
-_KERNELS = _Kernels()
+_MATRICES = _BlurMatrices()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with edge replication; sigma in pixels of `x`."""
+    """Gaussian blur of (N, C, H, W) with edge replication; sigma in pixels of `x`."""
     if sigma < 0.3:
         return x
-    # 3 sigma, but never wider than the picture (replicate padding needs radius < side).
-    radius = max(1, min(math.ceil(3.0 * sigma), x.shape[2] - 1, x.shape[3] - 1))
-    kv, kh = _KERNELS.get(sigma, radius, x.shape[1])
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kv, groups=x.shape[1])
-    return F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kh, groups=x.shape[1])
+    mh = _MATRICES.get(x.shape[2], sigma)
+    mw = _MATRICES.get(x.shape[3], sigma)
+    return torch.matmul(mh, torch.matmul(x, mw.t()))
 
 
 def blur_room(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -126,6 +131,8 @@ class BackdropEngine(Engine):
     def __init__(self, segmenter: SelfieSegmenter | None = None) -> None:
         self.segmenter = segmenter or shared_segmenter()
         self._dream = DreamfieldEngine()
+        # One helper thread per engine (so per process): clips segment on it while rendering backgrounds.
+        self._clip_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-clip-seg")
         if tuple(COLORS) != BACKDROP_COLORS:  # the spec (torch-free) and the renderer must agree
             raise RuntimeError("specs.BACKDROP_COLORS must list the colours defined in backdrop.py")
 
@@ -153,14 +160,17 @@ class BackdropEngine(Engine):
     def alpha(masks: torch.Tensor, feather: float, height: int, width: int) -> torch.Tensor:
         """Smoothed masks (N, 1, h, w) -> feathered alpha (N, 1, H, W) at the frame's size."""
         sigma = feather * masks.shape[2] / height  # output pixels -> mask pixels
-        return F.interpolate(gaussian_blur(masks, sigma), size=(height, width), mode="bilinear",
-                             align_corners=False).clamp_(0.0, 1.0)
+        soft = gaussian_blur(masks, sigma)
+        if soft.shape[2:] != (height, width):
+            soft = F.interpolate(soft, size=(height, width), mode="bilinear", align_corners=False)
+        return soft.clamp(0.0, 1.0)
 
-    def backgrounds(self, state: BackdropState, x: torch.Tensor, prompt: str, params: dict[str, Any]) -> torch.Tensor:
+    def backgrounds(self, state: BackdropState, x: torch.Tensor, prompt: str, params: dict[str, Any],
+                    wait_s: float | None = PROMPT_WAIT_S) -> torch.Tensor:
         """The next len(x) backgrounds of one session (N, 3, H, W); the generator's state moves by N frames."""
         n, h, w = x.shape[0], x.shape[2], x.shape[3]
         mode = params["mode"]
-        latents = [advance(state.dream, prompt, params) for _ in range(n)]  # time flows in every mode
+        latents = [advance(state.dream, prompt, params, wait_s) for _ in range(n)]  # time flows in every mode
         if mode == "blur":
             return blur_room(x, float(params["blur"]))
         if mode == "color":
@@ -195,7 +205,8 @@ class BackdropEngine(Engine):
             st.frames += 1
             a = self.alpha(st.mask.unsqueeze(0), float(it.params["feather"]), h, w)
             bg = self.backgrounds(st, x[i:i + 1], it.prompt, it.params)
-            outs.append(StepOutput(frames=[self.composite(x[i:i + 1], a, bg)[0]]))
+            outs.append(StepOutput(frames=[self.composite(x[i:i + 1], a, bg)[0]],
+                                   control_seq=reported_seq(st.dream, it.prompt, it.control_seq)))
         return outs
 
     @torch.inference_mode()
@@ -205,7 +216,14 @@ class BackdropEngine(Engine):
             raise ValueError("backdrop needs exactly n_frames input frames")
         params = {**self.spec.default_params(), **params}  # callers outside the loop may pass a partial set
         x = self._to_tensor(input_frames)
-        probs = self.segment(x)  # one interpreter call for the whole batch
+        # Batching over time: the segmentation of the whole batch runs on a second thread while this one
+        # renders the batch's backgrounds (they do not depend on the mask). LiteRT and torch release the
+        # GIL, so a clip uses both cores, the way the live loop uses the second one for JPEG.
+        seg = self._clip_pool.submit(self._segment_in_inference_mode, x)
+        try:
+            bg = self.backgrounds(state, x, prompt, params, None)
+        finally:
+            probs = seg.result()
         masks = torch.empty_like(probs)
         ratio = float(params["smoothing"])
         for i in range(n_frames):  # sequential, but (1, 256, 256) per frame: cheap
@@ -213,4 +231,8 @@ class BackdropEngine(Engine):
             masks[i] = state.mask
         state.frames += n_frames
         a = self.alpha(masks, float(params["feather"]), x.shape[2], x.shape[3])
-        return self.composite(x, a, self.backgrounds(state, x, prompt, params))
+        return self.composite(x, a, bg)
+
+    @torch.inference_mode()
+    def _segment_in_inference_mode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segment(x)  # inference mode is per thread: the clip pool's thread enters it here

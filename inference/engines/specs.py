@@ -12,7 +12,7 @@ from typing import Any
 
 from .base import EngineSpec, ParamSpec
 
-DREAM_LATENT_DIM = 8
+DREAM_LATENT_DIM = 32
 DREAM_HIDDEN = 20
 PALETTE_NAMES = ("natural", "fire", "ocean", "mono", "neon")
 
