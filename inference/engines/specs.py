@@ -107,10 +107,12 @@ BACKDROP = EngineSpec(
     persistent_state="the smoothed person mask of the previous frames and the generated background's "
                      "dreamfield state (animation time, latent easing toward the prompt)",
     price_per_gpu_second="0.0005",
-    # Calibrated with the frame-loop benchmark (docs/engines.md): segmentation (~2-3 ms), the
-    # background (~10 ms at 256x256, capped at 256 px) and the composite, plus decode/encode.
-    compute_share_per_mpix_per_s=0.2 / 1.966,
-    compute_share_per_fps=0.004,
+    # Calibrated with the frame-loop benchmark (docs/engines.md): the segmentation runs at the model's
+    # fixed 256x256 whatever the frame size (~3 ms), so most of the cost is per frame; the background
+    # (capped at 256 px), feathering and composite grow with pixels. 256x256@30 ~ 0.3 (busy 0.37 measured
+    # under load), 512x512@30 ~ 0.6 (busy 0.48), 128x128@30 ~ 0.225.
+    compute_share_per_mpix_per_s=0.1 / 1.966,
+    compute_share_per_fps=0.2 / 30,
     base_memory_bytes=8 << 20, memory_bytes_per_pixel=(3 + 3 + 1 + 3) * 4,
 )
 
