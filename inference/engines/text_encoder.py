@@ -194,7 +194,11 @@ class PromptEmbeddings:
         v = self._cached(prompt)
         if v is not None:
             return v
-        return self._submit(prompt).result()
+        with self._lock:
+            pending = self._pending.get(prompt)
+        # On the caller's thread: a session's first prompt starts no thread (the runtime's own tests
+        # check that a runtime leaves none behind); one being encoded in the background is awaited.
+        return pending.result() if pending is not None else self._encode(prompt)
 
     def _submit(self, prompt: str) -> Future[np.ndarray]:
         with self._lock:
