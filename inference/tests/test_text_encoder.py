@@ -45,7 +45,8 @@ def test_similar_prompts_land_closer_than_unrelated_ones():
     assert np.abs(pb - ps).mean() < 0.6 * np.abs(pb - pf).mean()
 
 
-def test_the_encoder_equals_sentence_transformers_on_the_same_files():
+def test_the_encoder_equals_sentence_transformers_on_the_same_files(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the reference must not reach for a hub either
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(default_model_dir()), device="cpu", local_files_only=True)
