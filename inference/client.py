@@ -9,7 +9,9 @@
         usage = (await client.stop())["usage"]
 
 One background task reads the socket, so `start()` and `stop()` get their answers even when nobody
-iterates. Received events wait in a bounded buffer: when the application does not keep up, the
+iterates. A `session.redirect` answering `session.start` (the session was placed on another node) is
+followed inside `start()`: the client reconnects to the given URL with its ticket and sends the same
+`session.start` again, at most MAX_REDIRECTS times; `redirects` lists the URLs it followed. Received events wait in a bounded buffer: when the application does not keep up, the
 oldest *frames* are dropped first (counted in `dropped_events`); JSON messages are kept.
 
 Wire format and codes come from `inference.protocol` only. No torch here.
@@ -36,6 +38,8 @@ from inference import protocol as p
 MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 # How long start() waits, after an `error` answered session.start, for the close code to follow.
 ERROR_CLOSE_GRACE_S = 1.0
+# session.redirect hops one start() follows (one is the norm: the server places on a node that can host).
+MAX_REDIRECTS = 3
 
 _CODE_FOR_CLOSE: dict[int, str] = {
     p.CLOSE_UNAUTHENTICATED: "unauthenticated",
@@ -165,6 +169,7 @@ class LiveClient:
         self.dropped_events = 0
         self.ready: dict[str, Any] | None = None
         self.ended: dict[str, Any] | None = None
+        self.redirects: list[str] = []  # URLs of the session.redirect messages followed (without tickets)
 
     # --- connection -------------------------------------------------------------------------
 
@@ -193,6 +198,7 @@ class LiveClient:
             raise LiveClientError("connection_failed", f"cannot connect to {self.url}: {exc}") from None
         loop = asyncio.get_running_loop()
         self._ready, self._ended = loop.create_future(), loop.create_future()
+        self._start_error, self._failure, self._failure_raised, self._done = None, None, False, False
         self._reader = asyncio.create_task(self._read_loop())
 
     async def close(self) -> None:
@@ -214,10 +220,30 @@ class LiveClient:
         params: dict[str, Any] | None = None,
         timeout: float = 30.0,
     ) -> dict[str, Any]:
-        """Send session.start and return the session.ready message."""
-        await self._send(p.SessionStart(model, width, height, fps, prompt, params).to_json())
-        assert self._ready is not None
-        return await self._wait(self._ready, timeout, "session.ready")
+        """Send session.start and return the session.ready message (following redirects)."""
+        message = p.SessionStart(model, width, height, fps, prompt, params).to_json()
+        deadline = asyncio.get_running_loop().time() + timeout
+        for hop in range(MAX_REDIRECTS + 1):
+            await self._send(message)
+            assert self._ready is not None
+            answer = await self._wait(self._ready, deadline - asyncio.get_running_loop().time(), "session.ready")
+            if answer.get("type") != "session.redirect":
+                return answer
+            if hop == MAX_REDIRECTS:
+                break
+            await self._follow(answer)
+        raise LiveClientError("too_many_redirects", f"session.start was redirected more than {MAX_REDIRECTS} times")
+
+    async def _follow(self, redirect: dict[str, Any]) -> None:
+        """Leave this node (it closes with 1000 after the redirect) and connect to the one named."""
+        url, ticket = redirect.get("url"), redirect.get("ticket")
+        if not isinstance(url, str) or not url.startswith(("ws://", "wss://")) or not isinstance(ticket, str):
+            raise LiveClientError("bad_message", f"session.redirect without a ws(s) url and a ticket: {redirect}")
+        await self.close()
+        await asyncio.sleep(max(0.0, float(redirect.get("retry_after_s") or 0)))
+        self.redirects.append(url)
+        self.url, self._key = _with_ticket(url, ticket), None  # the ticket is the credential there
+        await self.connect()
 
     async def send_frame(self, seq: int, capture_ts_us: int, jpeg: bytes) -> None:
         """Send one input frame (12-byte header + JPEG)."""
@@ -299,6 +325,9 @@ class LiveClient:
         if kind == "session.ready" and not self._ready.done():
             self.ready = event
             self._ready.set_result(event)
+        elif kind == "session.redirect" and not self._ready.done():
+            self._ready.set_result(event)  # start() follows it; not an event for the application
+            return
         elif kind == "session.ended" and not self._ended.done():
             self.ended = event
             self._ended.set_result(event)

@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     MODERATION = "moderation"
     ACCOUNT_SUSPENDED = "account_suspended"
     SERVER_ERROR = "server_error"
+    # v1.4: a session.redirect ticket presented to a node other than the one it sends the client to.
+    WRONG_NODE = "wrong_node"
 
 
 class ControlRejectCode(StrEnum):
@@ -72,6 +74,7 @@ CLOSE_CODE_FOR_ERROR: dict[ErrorCode, CloseCode] = {
     ErrorCode.CONCURRENCY_LIMIT: CloseCode.CONCURRENCY,
     ErrorCode.QUOTA_EXCEEDED: CloseCode.FORBIDDEN,
     ErrorCode.ACCOUNT_SUSPENDED: CloseCode.FORBIDDEN,
+    ErrorCode.WRONG_NODE: CloseCode.FORBIDDEN,
 }
 
 

@@ -547,8 +547,28 @@ class QuotaWarning(Message):
                 "limit_gpu_seconds": self.limit_gpu_seconds, "percent": self.percent}
 
 
+@dataclass(frozen=True)
+class SessionRedirect(Message):
+    """`session.redirect` (v1.4): this node cannot host the session; the server then closes with 1000.
+
+    The client reconnects to `url` with `?ticket=<ticket>` (no other credentials) and sends its
+    `session.start` again; the ticket is single-use and carries the reservation made for it."""
+
+    url: str
+    ticket: str
+    retry_after_s: float = 0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("ws://", "wss://")):
+            raise ValueError(f"url must be a ws:// or wss:// URL, got {self.url!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "session.redirect", "url": self.url, "ticket": self.ticket, "retry_after_s": self.retry_after_s}
+
+
 ServerMessage = (
     SessionReady | ControlApplied | ControlRejected | Metrics | Moderation | Error | SessionEnded | QuotaWarning
+    | SessionRedirect
 )
 
 

@@ -22,6 +22,7 @@ from .probe import (
     CpuProbe,
     DeviceInfo,
     FakeProbe,
+    FileProbe,
     NvmlProbe,
     Probe,
     assess_health,
@@ -43,7 +44,7 @@ from .types import (
 
 __all__ = [
     "Backend", "CPU_CAPACITY_ENV", "CapacityUnavailable", "ConcurrencyLimit", "CpuProbe", "DeviceInfo",
-    "DeviceRecord", "FakeProbe", "LeaseKeeper", "LeaseLost", "MemoryBackend", "NvmlProbe", "Pool",
+    "DeviceRecord", "FakeProbe", "FileProbe", "LeaseKeeper", "LeaseLost", "MemoryBackend", "NvmlProbe", "Pool",
     "PoolError", "Priority", "Probe", "Reservation", "ReserveRequest", "Snapshot", "assess_health",
     "build_pool", "decode_clock_event_reasons", "default_probe", "parse_cpu_capacity", "plan_reservation",
 ]
@@ -55,6 +56,9 @@ def build_pool(
     node_id: str | None = None,
     ttl_s: float = 15.0,
     clip_share_max: float = 1.0,
+    redis_prefix: str | None = None,
+    node_url: str = "",
+    routed_live: bool = False,
 ) -> Pool:
     """A Pool on Redis when a URL is given (scaled out), else in process (embedded default).
 
@@ -67,7 +71,8 @@ def build_pool(
     if redis_url:
         from .redis import RedisBackend  # imported only when scaled out
 
-        backend: Backend = RedisBackend(redis_url)
+        backend: Backend = RedisBackend(redis_url, **({"prefix": redis_prefix} if redis_prefix else {}))
     else:
         backend = MemoryBackend()
-    return Pool(backend, probe, ttl_s=ttl_s, node_id=node_id, clip_share_max=clip_share_max)
+    return Pool(backend, probe, ttl_s=ttl_s, node_id=node_id, clip_share_max=clip_share_max,
+                node_url=node_url, routed_live=routed_live)

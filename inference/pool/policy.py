@@ -7,12 +7,16 @@ against both backends, so the two cannot drift apart silently.
 The rules, in order:
 1. Concurrency: an organisation may hold at most `max_concurrent` leases *of the requested
    priority* (live sessions and clip jobs are limited separately) -> ConcurrencyLimit.
-2. Only registered, non-draining devices take new leases.
+2. Only registered, non-draining devices take new leases. When the request names its home node
+   (routed live placement, the platform's nodes), a live lease goes only to the home node's devices
+   or to devices of a node that advertises a URL: a client can be redirected there, never to a
+   node that serves no live clients (a Celery worker's registration, say).
 3. A lease fits a device when its share fits the unreserved capacity and its memory fits the
    unreserved memory (memory_total <= 0 means the device does not account memory). A clip lease
    must also keep the device's clip total within `clip_share_max` x capacity.
 4. Among devices where it fits, the least loaded wins (the most capacity left after placing it;
-   ties by device id): live video is latency-bound, so spreading sessions beats packing them.
+   ties by the home node's device first, then device id): live video is latency-bound, so
+   spreading sessions beats packing them; a tie never costs the client a redirect.
 5. A live lease that fits nowhere may preempt clip leases: on each device where it would fit if
    clips were gone, take clip leases newest first (least work lost) until it fits; choose the
    device that preempts the least share (ties by device id). Live leases are never preempted and
@@ -49,13 +53,13 @@ def plan_reservation(
         if held >= req.max_concurrent:
             raise ConcurrencyLimit(req.max_concurrent)
 
-    usable = sorted((d for d in devices if not d.draining), key=lambda d: d.device_id)
+    usable = sorted((d for d in devices if not d.draining and placeable(req, d)), key=lambda d: d.device_id)
     by_device: dict[str, list[Reservation]] = {d.device_id: [] for d in usable}
     for lease in leases:
         if lease.device_id in by_device:
             by_device[lease.device_id].append(lease)
 
-    best: tuple[float, str] | None = None
+    best: tuple[float, str, bool] | None = None
     for device in usable:
         on = by_device[device.device_id]
         used = sum(r.share for r in on)
@@ -67,8 +71,9 @@ def plan_reservation(
             clip_used = sum(r.share for r in on if r.priority == "clip")
             if clip_used + req.share > device.capacity * req.clip_share_max + EPSILON:
                 continue
-        if best is None or left > best[0] + EPSILON:
-            best = (left, device.device_id)
+        home = req.home_node is not None and device.node_id == req.home_node
+        if best is None or left > best[0] + EPSILON or (home and not best[2] and left >= best[0] - EPSILON):
+            best = (left, device.device_id, home)
     if best is not None:
         return best[1], []
 
@@ -100,6 +105,12 @@ def plan_reservation(
             return preemption[1], preemption[2]
 
     raise CapacityUnavailable(retry_after(leases, {d.device_id for d in usable}, now))
+
+
+def placeable(req: ReserveRequest, device: DeviceRecord) -> bool:
+    """Whether `device` may take `req` by routing: anything, unless a live request names its home
+    node; then only the home node's devices and those of nodes with a URL to redirect to."""
+    return req.priority != "live" or req.home_node is None or device.node_id == req.home_node or bool(device.url)
 
 
 def retry_after(leases: list[Reservation], usable: set[str], now: float) -> float:

@@ -56,9 +56,15 @@ class Pool:
         node_id: str = "local",
         clip_share_max: float = 1.0,
         device_ttl_s: float | None = None,
+        node_url: str = "",
+        routed_live: bool = False,
     ) -> None:
         """`clock` drives lease time (tests pass a fake one); None uses the backend's own time:
-        wall time in process, Redis server TIME for Redis, so all nodes agree on expiry."""
+        wall time in process, Redis server TIME for Redis, so all nodes agree on expiry.
+
+        `node_url` is the public WebSocket URL this node's devices are registered with (where other
+        nodes redirect clients of sessions placed here; "" = none). With `routed_live`, live leases
+        are placed only on this node's devices or on nodes with a URL (policy.placeable)."""
         if not ttl_s > 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
         if not 0.0 <= clip_share_max <= 1.0:
@@ -70,8 +76,15 @@ class Pool:
         self.ttl_s = float(ttl_s)
         self.node_id = node_id
         self.clip_share_max = float(clip_share_max)
-        # Registrations outlive several refresh intervals so one slow probe read drains nothing.
-        self.device_ttl_s = float(device_ttl_s if device_ttl_s is not None else max(3 * ttl_s, 10.0))
+        # A registration lives one lease TTL: a node that stops re-registering (every ttl/3, so one
+        # slow probe read drains nothing) leaves placement within the TTL, like its leases.
+        self.device_ttl_s = float(device_ttl_s if device_ttl_s is not None else ttl_s)
+        self.node_url = node_url
+        self.routed_live = routed_live
+        # Set when the node shuts down: its devices stay registered (its sessions' leases still
+        # heartbeat) but as draining, so nobody places or redirects a new session here.
+        self.draining = False
+        self.local_devices: list[DeviceRecord] = []  # as last registered
         self._clock = clock
         self._refresh_lock = threading.Lock()
         self._refreshed_at: float | None = None
@@ -94,14 +107,26 @@ class Pool:
             DeviceRecord(
                 device_id=f"{self.node_id}/{d.id}", node_id=self.node_id, kind=d.kind, name=d.name,
                 capacity=float(d.capacity), memory_total=int(d.memory_total),
-                draining=not d.healthy, expires_at=0.0,  # set by the backend
+                draining=self.draining or not d.healthy, expires_at=0.0,  # set by the backend
+                url=self.node_url,
             )
             for d in infos
         ]
         with self._refresh_lock:
             self.backend.register_devices(self.node_id, records, self.device_ttl_s, self._now())
             self._refreshed_at = self._local_time()
+            self.local_devices = records
         return records
+
+    def can_host(self) -> bool:
+        """Whether this node registered a device that may take a new live session (as last read;
+        no backend call): False on an edge node (no device, capacity 0) or when all are drained."""
+        self._ensure_fresh()
+        return any(not d.draining and d.capacity > 0 for d in self.local_devices)
+
+    def node_urls(self) -> dict[str, str]:
+        """node id -> the URL its devices are registered with, for every live registration."""
+        return {d.node_id: d.url for d in self.backend.snapshot(self._now()).devices}
 
     def _ensure_fresh(self) -> None:
         # Re-read the probe lazily, at most every ttl/3: a node whose LeaseKeeper is not running
@@ -148,6 +173,7 @@ class Pool:
             lease_id=uuid.uuid4().hex, org_id=str(org_id), session_id=str(session_id),
             share=float(share), memory_bytes=memory_bytes, priority=priority,
             max_concurrent=max_concurrent, clip_share_max=self.clip_share_max, ttl_s=self.ttl_s,
+            home_node=self.node_id if self.routed_live else None,
         )
         return self.backend.reserve(req, self._now())
 
@@ -168,14 +194,14 @@ class Pool:
 
     def usage(self) -> dict[str, dict]:
         """Per registered device: capacity, reserved_live, reserved_clip, memory_total,
-        reserved_memory, leases (count), draining, node_id, kind."""
+        reserved_memory, leases (count), draining, node_id, kind, url."""
         self._ensure_fresh()
         snap = self.backend.snapshot(self._now())
         out: dict[str, dict] = {
             d.device_id: {
                 "capacity": d.capacity, "reserved_live": 0.0, "reserved_clip": 0.0,
                 "memory_total": d.memory_total, "reserved_memory": 0, "leases": 0, "draining": d.draining,
-                "node_id": d.node_id, "kind": d.kind,
+                "node_id": d.node_id, "kind": d.kind, "url": d.url,
             }
             for d in snap.devices
         }
@@ -185,7 +211,7 @@ class Pool:
                 row = out[r.device_id] = {
                     "capacity": 0.0, "reserved_live": 0.0, "reserved_clip": 0.0, "memory_total": 0,
                     "reserved_memory": 0,
-                    "leases": 0, "draining": True, "node_id": r.node_id, "kind": "unknown",
+                    "leases": 0, "draining": True, "node_id": r.node_id, "kind": "unknown", "url": "",
                 }
             row["reserved_live" if r.priority == "live" else "reserved_clip"] += r.share
             row["reserved_memory"] += r.memory_bytes

@@ -7,6 +7,8 @@ A probe answers one question, `devices()`, with a list of `DeviceInfo`. Three ki
 - `CpuProbe` is the GPU-less fallback: one CPU device whose capacity (in device-equivalents) comes
   from NEXTFRAME_CPU_CAPACITY (default 1.0; 0 admits nothing).
 - `FakeProbe` is scriptable for tests: devices, temperatures and throttle reasons are set at will.
+- `FileProbe` reads the same from a JSON file at every call: a FakeProbe for another process (a real
+  node started by a test, NEXTFRAME_DEVICES_FILE), driven by rewriting the file.
 
 `healthy` is the probe's verdict: False when the device is being slowed down by heat or a power
 brake (its frame deadlines would be missed), when it is at or above the temperature limit, or when
@@ -258,6 +260,52 @@ class FakeProbe:
 
     def remove(self, device_id: str) -> None:
         del self._devices[device_id]
+
+
+class FileProbe:
+    """Devices described in a JSON file, re-read at every `devices()` call: simulated GPUs for a real
+    node process where none exists (the multi-node tests, a local cluster). The drain rule is the
+    real one (`assess_health`), so writing a slowdown reason or a temperature into the file drains
+    the device at the node's next refresh exactly as NVML reporting it would.
+
+    The file: ``{"devices": [{"id": "gpu0", "kind": "cpu", "name": "...", "capacity": 1.0,
+    "memory_total": 0, "temperature_c": 40, "throttle_reasons": []}]}`` (only `id` is required;
+    `kind` is "cpu" by default: the engines run on the CPU whatever the label says). A missing or
+    malformed file raises ValueError naming it (the refresh fails and is logged; the node's last
+    registration then expires within its TTL).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], max_temperature_c: float = DEFAULT_MAX_TEMPERATURE_C) -> None:
+        self.path = os.fspath(path)
+        self._max_temperature_c = max_temperature_c
+
+    def devices(self) -> list[DeviceInfo]:
+        import json
+
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                entries = json.load(f)["devices"]
+            return [self._device(entry) for entry in entries]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"device file {self.path}: {exc}") from exc
+
+    def _device(self, entry: dict[str, Any]) -> DeviceInfo:
+        reasons = [str(r) for r in entry.get("throttle_reasons", [])]
+        temperature = entry.get("temperature_c")
+        temperature = None if temperature is None else float(temperature)
+        capacity = float(entry.get("capacity", 1.0))
+        if not math.isfinite(capacity) or capacity < 0:
+            raise ValueError(f"capacity of {entry['id']!r} must be a finite number >= 0")
+        kind = entry.get("kind", "cpu")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"kind of {entry['id']!r} must be 'cpu' or 'cuda'")
+        memory = int(entry.get("memory_total", 0))
+        return DeviceInfo(
+            id=str(entry["id"]), kind=kind, name=str(entry.get("name", entry["id"])), capacity=capacity,
+            memory_total=memory, memory_free=int(entry.get("memory_free", memory)),
+            utilization=entry.get("utilization"), temperature_c=temperature, throttle_reasons=reasons,
+            healthy=assess_health(reasons, temperature, self._max_temperature_c),
+        )
 
 
 def default_probe() -> Probe:

@@ -10,7 +10,8 @@ production never does. Expiry is by timestamp inside the values, not by key TTL,
 live in one hash (a key TTL would expire them all together).
 
 Keys, all under `prefix` (put a {hashtag} in it on Redis Cluster, so the four keys share a slot):
-  <prefix>:devices  hash  device_id -> JSON {node, kind, name, capacity, memory, draining, expires}
+  <prefix>:devices  hash  device_id -> JSON {node, kind, name, capacity, memory, draining, expires,
+                                             url (of the node's live endpoint, "" for none)}
   <prefix>:leases   hash  lease_id  -> JSON {device, share, memory, org, session, priority, token,
                                              expires, node}
   <prefix>:token    int   the fencing-token counter
@@ -87,8 +88,8 @@ end
 # Mirrors policy.plan_reservation rule for rule (see that module's docstring).
 _RESERVE = _PRELUDE + _SWEEP + """
 local dkey, lkey, token_key, tkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local lease_id, org, session, share_s, mem_s, prio, maxc_s, clipmax_s, ttl_s, now_s =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local lease_id, org, session, share_s, mem_s, prio, maxc_s, clipmax_s, ttl_s, now_s, home =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local now = clock(now_s)
 local share, mem, clipmax = tonumber(share_s), tonumber(mem_s), tonumber(clipmax_s)
 local leases, devs = sweep(dkey, lkey, tkey, token_key, now)
@@ -100,7 +101,10 @@ if maxc_s ~= '' then
 end
 
 local usable, on = {}, {}
-for _, d in ipairs(devs) do if not d.dr then table.insert(usable, d); on[d.id] = {} end end
+local function placeable(d)  -- policy.placeable: routed live placement
+  return prio ~= 'live' or home == '' or d.n == home or (type(d.u) == 'string' and d.u ~= '')
+end
+for _, d in ipairs(devs) do if not d.dr and placeable(d) then table.insert(usable, d); on[d.id] = {} end end
 table.sort(usable, function(a, b) return a.id < b.id end)
 for _, l in ipairs(leases) do if on[l.d] then table.insert(on[l.d], l) end end
 local function memfits(d, used, want)
@@ -108,7 +112,7 @@ local function memfits(d, used, want)
   return total <= 0 or used + want <= total
 end
 
-local best_left, best_id, victims = nil, nil, {}
+local best_left, best_id, best_home, victims = nil, nil, false, {}
 for _, d in ipairs(usable) do
   local cap, used, used_mem, clip_used = tonumber(d.c), 0, 0, 0
   for _, l in ipairs(on[d.id]) do
@@ -118,7 +122,10 @@ for _, d in ipairs(usable) do
   local left = cap - used - share
   local ok = left >= -EPS and memfits(d, used_mem, mem)
   if ok and prio == 'clip' and clip_used + share > cap * clipmax + EPS then ok = false end
-  if ok and (best_left == nil or left > best_left + EPS) then best_left, best_id = left, d.id end
+  local at_home = home ~= '' and d.n == home
+  if ok and (best_left == nil or left > best_left + EPS or (at_home and not best_home and left >= best_left - EPS)) then
+    best_left, best_id, best_home = left, d.id, at_home
+  end
 end
 
 if best_id == nil and prio == 'live' then
@@ -257,7 +264,7 @@ class RedisBackend:
     ) -> None:
         payload = [
             {"id": d.device_id, "k": d.kind, "nm": d.name, "c": repr(float(d.capacity)),
-             "mt": str(int(d.memory_total)), "dr": bool(d.draining)}
+             "mt": str(int(d.memory_total)), "dr": bool(d.draining), "u": d.url}
             for d in devices
         ]
         # cjson decodes [] and {} alike; an empty list must still clear the node's devices.
@@ -267,7 +274,7 @@ class RedisBackend:
     def reserve(self, req: ReserveRequest, now: float | None = None) -> Reservation:
         args = [req.lease_id, req.org_id, req.session_id, repr(float(req.share)), str(req.memory_bytes),
                 req.priority, "" if req.max_concurrent is None else str(req.max_concurrent),
-                repr(float(req.clip_share_max)), repr(float(req.ttl_s)), _arg_now(now)]
+                repr(float(req.clip_share_max)), repr(float(req.ttl_s)), _arg_now(now), req.home_node or ""]
         try:
             out = [_str(x) for x in self._reserve(keys=self.keys(), args=args)]
         except (redis_py.ConnectionError, redis_py.TimeoutError) as exc:
@@ -307,7 +314,8 @@ class RedisBackend:
             if float(d["e"]) > t:
                 devices.append(DeviceRecord(
                     device_id=_str(key), node_id=d["n"], kind=d["k"], name=d["nm"], capacity=float(d["c"]),
-                    memory_total=int(d["mt"]), draining=bool(d["dr"]), expires_at=float(d["e"])))
+                    memory_total=int(d["mt"]), draining=bool(d["dr"]), expires_at=float(d["e"]),
+                    url=d.get("u") or ""))
         leases = []
         for key, value in raw_leases.items():
             r = json.loads(value)

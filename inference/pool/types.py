@@ -46,6 +46,9 @@ class DeviceRecord:
     memory_total: int
     draining: bool
     expires_at: float
+    # The public WebSocket URL of the node's live endpoint ("" when the node serves no live clients
+    # of other nodes): where a session placed on this device is redirected (docs/pool.md, "Nodes").
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class ReserveRequest:
     max_concurrent: int | None
     clip_share_max: float
     ttl_s: float
+    # The requesting node when live placement is routed (Pool(routed_live=True)): a live lease then
+    # goes only to this node's devices or to a node advertising a URL, and wins ties at home.
+    home_node: str | None = None
 
 
 @dataclass(frozen=True)

@@ -256,6 +256,7 @@ WIRE_TEXT = {
     "session.start": '{"type":"session.start","model":"m","width":64,"fps":24,"prompt":"p","params":{"a":[1,2]}}',
     "control": '{"type":"control","seq":1,"prompt":"p"}',
     "session.stop": '{"type":"session.stop"}',
+    "session.redirect": '{"type":"session.redirect","url":"wss://h/nodes/gpu-2/v1/live","ticket":"nft_x","retry_after_s":0}',
 }
 
 
@@ -273,6 +274,7 @@ def test_wire_text_is_byte_exact() -> None:
         "session.start": p.SessionStart("m", 64, None, 24, "p", {"a": [1, 2]}),
         "control": p.Control(1, prompt="p"),
         "session.stop": p.SessionStop(),
+        "session.redirect": p.SessionRedirect("wss://h/nodes/gpu-2/v1/live", "nft_x"),
     }
     assert {name: message.to_json() for name, message in built.items()} == WIRE_TEXT
 
@@ -282,7 +284,7 @@ def test_codes_match_the_contract() -> None:
     assert {"bad_message", "bad_frame", "unknown_model", "invalid_params",
                              "capacity_unavailable", "quota_exceeded", "concurrency_limit",
                              "rate_limited", "not_started", "moderation", "account_suspended",
-                             "server_error"} == p.ERROR_CODES
+                             "server_error", "wrong_node"} == p.ERROR_CODES
     assert {"client", "quota", "moderation", "revoked", "idle", "max_duration",
                              "server_error", "shutdown", "slow_reader"} == p.END_REASONS
     assert {"moderation", "invalid_params"} == p.CONTROL_REJECT_CODES
@@ -302,6 +304,7 @@ def test_every_code_in_the_registry_serialises_and_refusals_have_a_close_code() 
     assert p.close_code_for("capacity_unavailable") == 1013
     assert p.close_code_for("concurrency_limit") == 4429
     assert p.close_code_for("quota_exceeded") == p.close_code_for("account_suspended") == 4403
+    assert p.close_code_for("wrong_node") == 4403
     assert p.close_code_for("bad_frame") is None and p.close_code_for("nonsense") is None
     assert set(CLOSE_CODE_FOR_ERROR.values()) <= p.CLOSE_CODES
 

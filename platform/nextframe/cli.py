@@ -3,6 +3,7 @@
     nextframe up [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--verbose]
     nextframe createorg NAME [--max-live-sessions N] [--gpu-seconds-limit S]
     nextframe createkey --org NAME [--scopes live,clips,read] [--test]
+    nextframe createuser EMAIL --org NAME [--role owner|admin|member] [--url http://HOST:PORT]
     nextframe revokekey KEY_OR_ID
     nextframe live --url ws://.../v1/live --key KEY --model ID [--input pattern|FILE] [--output F.mp4] [--save-frames DIR]
     nextframe audit --model ID [--json]          (or --url/--key against any protocol v1 endpoint)
@@ -45,16 +46,43 @@ def _fail(message: str, code: int = 1) -> int:
 
 # --- up -------------------------------------------------------------------------------------------
 
+FIRST_OWNER_EMAIL = "owner@localhost"
+
+
 def bootstrap_default_org() -> str | None:
-    """On the first run (no organisation yet) create `default` and return one fresh API key."""
-    from nextframe.tenancy import actions
+    """On the first run (no organisation yet) create `default`, its owner user (FIRST_OWNER_EMAIL,
+    no password: they sign in with a one-time link) and one API key, which is returned."""
+    from nextframe.tenancy import actions, members
     from nextframe.tenancy.models import Organization
 
     if Organization.objects.exists():
         return None
     org = actions.create_org("default")
     _, key = actions.create_key(org, name="created by nextframe up")
+    members.ensure_owner(org, FIRST_OWNER_EMAIL)
     return key
+
+
+def first_owner_signin_token() -> str:
+    """A one-time sign-in token for the owner the first run created."""
+    from django.contrib.auth import get_user_model
+
+    from nextframe.tenancy import members
+
+    return members.create_signin_link(get_user_model().objects.get(username=FIRST_OWNER_EMAIL))
+
+
+def _browsable(host: str, port: int) -> str:
+    """The server's address as a browser on this machine reaches it (a wildcard bind is not one)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def signin_url(base: str, token: str) -> str:
+    from nextframe.tenancy import members
+
+    return base.rstrip("/") + members.signin_path(token)
 
 
 # A frame up to this much over the largest accepted JPEG still reaches the application, which
@@ -184,6 +212,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     call_command("migrate", interactive=False, verbosity=0)
     ensure_broker_dirs()
     key = bootstrap_default_org()
+    signin_token = first_owner_signin_token() if key else None
     children: dict[str, subprocess.Popen] = {}
     env = dict(os.environ, NEXTFRAME_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
     commands = _children_commands(args.host, args.port)
@@ -212,7 +241,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  REST API   {base}/v1/models   (OpenAPI: {base}/v1/openapi.json)")
         print(f"  Live       ws://{args.host}:{args.port}/v1/live")
         print(f"  Dashboard  {base}/dashboard/   Health: {base}/healthz  {base}/readyz")
-        if key:
+        if key and signin_token:
+            # The link lasts SIGNIN_LINK_TTL_S; a new one: nextframe createuser owner@localhost --org default.
+            print(f"Sign in to the dashboard as {FIRST_OWNER_EMAIL}, owner of 'default' (one-time link, valid "
+                  f"{settings.SIGNIN_LINK_TTL_S // 60} min): {signin_url(_browsable(args.host, args.port), signin_token)}")
             print("Created organisation 'default'. Its API key (shown once, keep it):")
             print(f"  {key}")
         if log_dir is not None:
@@ -227,7 +259,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         else:
             _report_exit("web", web.returncode, log_dir)
         if key:  # created in the database already: it must not be lost with a server that failed
-            print(f"Created organisation 'default'. Its API key (shown once, keep it):\n  {key}", file=sys.stderr)
+            print(f"Created organisation 'default'. Its API key (shown once, keep it):\n  {key}\n"
+                  f"A sign-in link for its owner: nextframe createuser {FIRST_OWNER_EMAIL} --org default", file=sys.stderr)
         exit_code, stopping = 1, True
     while not stopping:
         for name, child in children.items():
@@ -314,6 +347,34 @@ def cmd_createkey(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_createuser(args: argparse.Namespace) -> int:
+    """Add a dashboard user to an organisation (or find an existing member) and print a one-time
+    sign-in link for them."""
+    _setup_django(args.data_dir)
+    from django.conf import settings
+
+    from nextframe.tenancy import actions, members
+    from nextframe.tenancy.models import Membership
+
+    org = _organisation(args.org)
+    if org is None:
+        return _fail(f"no organisation named {args.org!r} (create it with: nextframe createorg {args.org})")
+    email = args.email.strip().lower()
+    membership = Membership.objects.filter(organization=org, user__username=email).select_related("user").first()
+    if membership is not None:
+        user = membership.user
+        print(f"{email} is already {membership.role} of {org.name}; a new sign-in link:")
+    else:
+        try:
+            user, _ = members.add_member(org, email, role=args.role, actor_role="owner")
+        except actions.TenancyError as exc:
+            return _fail(str(exc))
+        print(f"Added {email} to {org.name} as {args.role}. One-time sign-in link "
+              f"(valid {settings.SIGNIN_LINK_TTL_S // 60} min):")
+    print(signin_url(args.url, members.create_signin_link(user)))
+    return 0
+
+
 def cmd_revokekey(args: argparse.Namespace) -> int:
     _setup_django(args.data_dir)
     from nextframe.tenancy import actions
@@ -386,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--name", default="")
     _add_data_dir(key)
 
+    user = sub.add_parser("createuser", help="add a dashboard user to an organisation; prints a one-time sign-in link")
+    user.add_argument("email")
+    user.add_argument("--org", required=True)
+    user.add_argument("--role", choices=["owner", "admin", "member"], default="member")
+    user.add_argument("--url", default=os.environ.get("NEXTFRAME_DASHBOARD_URL", "http://127.0.0.1:8000"),
+                      help="the server's address in the printed link (default: $NEXTFRAME_DASHBOARD_URL or "
+                           "http://127.0.0.1:8000)")
+    _add_data_dir(user)
+
     revoke = sub.add_parser("revokekey", help="revoke a key by its full string, prefix or id")
     revoke.add_argument("key")
     _add_data_dir(revoke)
@@ -418,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         args, rest = parser.parse_known_args(argv)
         return cmd_manage(args, rest)
     args = parser.parse_args(argv)
-    handlers = {"up": cmd_up, "createorg": cmd_createorg, "createkey": cmd_createkey, "revokekey": cmd_revokekey,
+    handlers = {"up": cmd_up, "createorg": cmd_createorg, "createkey": cmd_createkey, "createuser": cmd_createuser, "revokekey": cmd_revokekey,
                 "usage": cmd_usage}
     return handlers[args.command](args)
 

@@ -397,6 +397,9 @@ def main(argv: list[str] | None = None) -> None:
     from nextframe.live.sweeper import start_sweeper
 
     start_sweeper()  # every server process ends records its dead peers left active
+    from nextframe.live.nodes import serve
+
+    serve()  # this node's devices registered (with its public URL) and heartbeated from now on
     preload_live_modules()
     from daphne.cli import CommandLineInterface
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from functools import lru_cache
 
 from django.conf import settings
@@ -37,13 +38,23 @@ class BodySizeLimitMiddleware:
         return self.get_response(request)
 
 
-@lru_cache(maxsize=1)
+_SCHEMA_LOCK = threading.Lock()
+
+
 def documented_query_params() -> dict[tuple[str, str], frozenset[str]]:
     """(OpenAPI path, method) -> the query parameters the document gives that operation.
 
     Built once per process from the same generator that serves GET /v1/openapi.json, so what is
-    accepted and what is documented cannot drift apart.
+    accepted and what is documented cannot drift apart. Under a lock: drf-spectacular's extension
+    registry is not thread-safe, and two first requests at once (a page fetching two reports) made
+    one of them fail with a 500.
     """
+    with _SCHEMA_LOCK:
+        return _documented_query_params()
+
+
+@lru_cache(maxsize=1)
+def _documented_query_params() -> dict[tuple[str, str], frozenset[str]]:
     from drf_spectacular.generators import SchemaGenerator
 
     document = SchemaGenerator().get_schema(request=None, public=True)

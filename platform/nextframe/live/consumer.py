@@ -8,7 +8,9 @@ While the socket's write buffer is backed up (nextframe.live.flow) frames are dr
 non-closing errors skipped; a socket that does not drain for LIVE_SLOW_READER_TIMEOUT_S ends its
 session with `slow_reader`. A started session ends exactly once: `_end`, or `service.abandon`
 when the event loop is going away (a server shutdown cancels the consumer). A draining server
-(nextframe.live.drain) calls `drain_shutdown` first: the session ends with `shutdown`.
+(nextframe.live.drain) calls `drain_shutdown` first: the session ends with `shutdown`. A start the
+pool places on another node is answered with `session.redirect` and a normal close
+(nextframe.live.redirect); a socket opened with such a redirect's ticket adopts its reservation.
 """
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ from django.conf import settings
 from inference import protocol
 from inference.error_codes import EndReason, ErrorCode, close_code_for
 from nextframe import logs
-from nextframe.live import drain, edge
+from nextframe.live import drain, edge, redirect
 from nextframe.live.bridge import SocketBridge
 from nextframe.live.flow import flow_of
-from nextframe.live.service import ControlRejected, KeyRevoked, LiveSessionService, Rejected
+from nextframe.live.service import ControlRejected, KeyRevoked, LiveSessionService, Redirected, Rejected
 from nextframe.tenancy import actions as tenancy
 
 if TYPE_CHECKING:
+    from inference.pool.types import Reservation
     from inference.runtime import OutputFrame
 
 log = logging.getLogger(__name__)
@@ -58,23 +61,33 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.text_rate = edge.TextRateLimit(settings.LIVE_TEXT_RATE_PER_S)
         self.flow = flow_of(self.scope)
         principal: tenancy.Principal | None = None
+        adopted: Reservation | None = None  # handed over by a session.redirect (nextframe.live.redirect)
         refusal: tuple[int, str] | None
+        wrong_node: redirect.WrongNode | None = None
         try:
-            principal = await database_sync_to_async(edge.authenticate)(self.scope)
+            principal, adopted = await database_sync_to_async(edge.authenticate)(self.scope)
             refusal = None if principal.has_scope("live") else edge.CLOSE_WITHOUT_LIVE_SCOPE
+        except redirect.WrongNode as exc:
+            refusal, wrong_node = edge.close_for_auth_error(exc), exc
         except tenancy.AuthError as exc:
             refusal = edge.close_for_auth_error(exc)
         await self.accept()
         logs.bind(request_id=logs.new_id())  # this socket's logs (NEXTFRAME_LOG_FORMAT=json)
         drain.register(self)  # at once: a drain that starts from here on reaches this socket
-        if drain.draining():
-            await self.close(code=drain.CLOSE_GOING_AWAY, reason=drain.CLOSE_REASON)
-            return
-        if refusal is not None or principal is None:
-            code, reason = refusal or edge.CLOSE_WITHOUT_LIVE_SCOPE
-            await self.close(code=code, reason=reason)
+        if drain.draining() or refusal is not None or principal is None:
+            if adopted is not None and principal is not None:  # not taken over: freed now, not at its expiry
+                await asyncio.to_thread(LiveSessionService(principal).refuse_adoption, adopted)
+            if drain.draining():
+                await self.close(code=drain.CLOSE_GOING_AWAY, reason=drain.CLOSE_REASON)
+            elif wrong_node is not None:
+                await self._reject(ErrorCode.WRONG_NODE, str(wrong_node), close_reason="wrong node")
+            else:
+                code, reason = refusal or edge.CLOSE_WITHOUT_LIVE_SCOPE
+                await self.close(code=code, reason=reason)
             return
         self.service = LiveSessionService(principal)
+        if adopted is not None:
+            await asyncio.to_thread(self.service.adopt, adopted)
         self.bridge = SocketBridge(self.loop, self.flow, self.service, error=self._reject, end=self._end)
         if principal.api_key is not None:
             self.group = tenancy.key_group(principal.api_key.key_id)
@@ -86,6 +99,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         # A client that vanishes without session.stop still frees its reservation and is recorded.
         await self._end(EndReason.CLIENT, send=False)
+        if self.service is not None and self.service.adopted is not None:
+            await asyncio.to_thread(self.service.drop_adopted)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         service = self.service
@@ -134,6 +149,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
                     raise Rejected(ErrorCode.CAPACITY_UNAVAILABLE, drain.REFUSAL_MESSAGE,
                                    retry_after_s=drain.RETRY_AFTER_S, close_reason=drain.CLOSE_REASON)
                 ready = await database_sync_to_async(service.start)(message, self.bridge)
+            except Redirected as moved:  # placed on another node: the client reconnects there
+                await self._send_text(moved.message.to_json())
+                await self.close(code=protocol.CLOSE_NORMAL)
+                return
             finally:
                 self.admitting = False
             logs.bind(session_id=ready.session_id, org=str(service.principal.organization.pk))

@@ -48,6 +48,7 @@ class _State:
         self.draining = False
         self.since: float | None = None
         self.sockets: weakref.WeakSet[DrainableSocket] = weakref.WeakSet()
+        self.hooks: list[Callable[[], None]] = []
 
 
 _state = _State()
@@ -72,10 +73,16 @@ def sockets() -> list[DrainableSocket]:
     return list(_state.sockets)
 
 
+def on_start(hook: Callable[[], None]) -> None:
+    """Call `hook` (blocking, run in a thread) when the drain starts: the node leaves placement."""
+    _state.hooks.append(hook)
+
+
 def reset() -> None:
     """Forget the drain (tests run several in one process)."""
     _state.draining, _state.since = False, None
     _state.sockets = weakref.WeakSet()
+    _state.hooks = []
 
 
 async def drain(grace_s: float, pending: Callable[[], int] = lambda: 0) -> bool:
@@ -86,6 +93,11 @@ async def drain(grace_s: float, pending: Callable[[], int] = lambda: 0) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_s
     _state.draining, _state.since = True, time.monotonic()
+    for hook in _state.hooks:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(hook), timeout=max(0.0, deadline - loop.time()))
+        except Exception:  # the node's registration expires by itself within its TTL anyway
+            log.exception("draining: a drain hook failed")
     sockets = list(_state.sockets)
     log.warning("draining: ending %d live socket(s), grace %.1f s", len(sockets), grace_s)
     tasks = [asyncio.ensure_future(_tell(socket.drain_shutdown)) for socket in sockets]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from inference import protocol
+from nextframe.live import redirect
 from nextframe.tenancy import actions as tenancy
+
+if TYPE_CHECKING:
+    from inference.pool.types import Reservation
 
 # A text message over the rate limit is still parsed when it is this short: it may be the
 # session.stop that must always be honoured (a stop is ~23 characters).
@@ -22,17 +26,22 @@ RATE_NOTICE_EVERY_S = 1.0
 CLOSE_WITHOUT_LIVE_SCOPE: tuple[int, str] = (protocol.CLOSE_FORBIDDEN, "this API key lacks the 'live' scope")
 
 
-def close_for_auth_error(exc: tenancy.AuthError) -> tuple[int, str]:
+def close_for_auth_error(exc: tenancy.TenancyError) -> tuple[int, str]:
     """The close code and reason of a failed authentication: 4401, or 4429 when the address is
-    throttled after too many failures (like the other "too many")."""
+    throttled after too many failures (like the other "too many"), or 4403 for a redirect ticket
+    presented to the wrong node."""
+    if isinstance(exc, redirect.WrongNode):
+        return protocol.CLOSE_FORBIDDEN, str(exc)[:120]
     code = protocol.CLOSE_CONCURRENCY if isinstance(exc, tenancy.Throttled) else protocol.CLOSE_UNAUTHENTICATED
     return code, str(exc)[:120]
 
 
-def authenticate(scope: dict[str, Any]) -> tenancy.Principal:
-    """The principal of a WebSocket handshake: `Authorization: Bearer <key>` or `?ticket=`.
+def authenticate(scope: dict[str, Any]) -> tuple[tenancy.Principal, Reservation | None]:
+    """The principal of a WebSocket handshake: `Authorization: Bearer <key>` or `?ticket=`, and the
+    reservation a `session.redirect` ticket hands over to this node (nextframe.live.redirect).
 
-    Raises tenancy.AuthError (tenancy.Throttled after too many failures from the address)."""
+    Raises tenancy.AuthError (tenancy.Throttled after too many failures from the address), or
+    redirect.WrongNode for a redirect ticket of another node."""
     headers = dict(scope.get("headers") or [])
     address = (scope.get("client") or [None])[0]  # failures count per address (tenancy.throttle)
     auth = headers.get(b"authorization", b"").decode("latin-1").strip()
@@ -40,11 +49,11 @@ def authenticate(scope: dict[str, Any]) -> tenancy.Principal:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise tenancy.AuthError("Authorization header must be 'Bearer <api key>'")
-        return tenancy.authenticate_key(token.strip(), address=address)
+        return tenancy.authenticate_key(token.strip(), address=address), None
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     ticket = (query.get("ticket") or [""])[0]
     if ticket:
-        return tenancy.redeem_ticket(ticket, address=address)
+        return redirect.redeem(ticket, address=address)
     raise tenancy.AuthError("missing credentials: 'Authorization: Bearer <api key>' or ?ticket=")
 
 

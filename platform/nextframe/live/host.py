@@ -169,15 +169,30 @@ class LiveHost:
                           end=verdict.end)
         return verdict.replacement
 
-    def keep(self, reservation: Reservation, on_lost: Callable[[str], None]) -> None:
+    def _started_keeper(self) -> LeaseKeeper:
         from inference.pool import LeaseKeeper
 
+        if self._keeper is None:  # under self._lock
+            self._keeper = LeaseKeeper(self.pool, on_lost=self._lost)
+            self._keeper.start()
+        return self._keeper
+
+    def start(self) -> None:
+        """Start the keeper now rather than at the first session: a serving node re-registers its
+        devices every ttl/3 from its start (nextframe.live.nodes), idle or not."""
         with self._lock:
-            if self._keeper is None:
-                self._keeper = LeaseKeeper(self.pool, on_lost=self._lost)
-                self._keeper.start()
+            self._started_keeper()
+
+    def keep(self, reservation: Reservation, on_lost: Callable[[str], None]) -> None:
+        with self._lock:
+            keeper = self._started_keeper()
             self._on_lost[reservation.lease_id] = on_lost
-            self._keeper.add(reservation)
+            keeper.add(reservation)
+
+    def holds(self, reservation: Reservation) -> bool:
+        """Whether the keeper still heartbeats this lease (not lost, not forgotten)."""
+        keeper = self._keeper
+        return keeper is not None and keeper.current(reservation.lease_id) is not None
 
     def forget(self, reservation: Reservation) -> None:
         with self._lock:

@@ -44,3 +44,15 @@ class LiveSession(models.Model):
             models.Index(fields=["organization", "-created_at"]),
             models.Index(fields=["status", "last_seen_at"]),
         ]
+
+
+class Redirect(models.Model):
+    """A `session.redirect` ticket bound to the reservation it hands over (nextframe.live.redirect).
+
+    The ticket is an ordinary single-use tenancy ticket (redeemed the same way, purged with it);
+    this row says which node may redeem it and which pool lease that node then adopts."""
+
+    ticket = models.OneToOneField("tenancy.Ticket", on_delete=models.CASCADE, related_name="redirect")
+    node = models.CharField(max_length=128)
+    reservation = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -76,6 +76,14 @@ class Rejected(Exception):
         self.code, self.message, self.retry_after_s, self.close_reason = code, message, retry_after_s, close_reason
 
 
+class Redirected(Exception):
+    """The pool placed the session on another node: send `message` (session.redirect), close 1000."""
+
+    def __init__(self, message: protocol.SessionRedirect) -> None:
+        super().__init__(message.url)
+        self.message = message
+
+
 class KeyRevoked(Exception):
     """The API key was revoked after the socket opened: close it 4401, say nothing more."""
 
@@ -122,6 +130,9 @@ class LiveSessionService:
         self.policy = policy
         self.handle: SessionHandle | None = None
         self.reservation: Reservation | None = None
+        # A reservation handed over by a session.redirect (nextframe.live.redirect): kept alive by
+        # the host's keeper until the next start runs on it, or released with the socket.
+        self.adopted: Reservation | None = None
         self.record_id: str | None = None
         self.context: SessionContext | None = None
         self.ended = False
@@ -154,8 +165,12 @@ class LiveSessionService:
         Called before `start`, off the event loop and off the database thread: a lease reserved
         before a long build went unheartbeated past its TTL (the session then ended `server_error`
         at its first heartbeat), and a build on the event loop froze every socket of the node. An
-        unknown model is left for `start` to refuse with its code."""
+        unknown model is left for `start` to refuse with its code. Skipped on a node that cannot
+        host the session (an edge node, all devices drained): it will be redirected."""
         from inference.engines import UnknownModel, get_engine
+
+        if self.adopted is None and not self.host.pool.can_host():
+            return
 
         try:
             get_engine(model)
@@ -177,7 +192,7 @@ class LiveSessionService:
         if self._admitted:
             raise Rejected(ErrorCode.BAD_MESSAGE, "a session is already running on this socket")
         org = self.principal.organization
-        session_id = new_session_id()
+        session_id = self.adopted.session_id if self.adopted is not None else new_session_id()
         try:
             spec = get_spec(msg.model)
             width, height, fps = spec.resolve_size(msg.width, msg.height, msg.fps)
@@ -201,8 +216,7 @@ class LiveSessionService:
                            close_reason="quota exceeded")
         cost = spec.cost(width, height, fps)
         try:
-            self.reservation = self.host.pool.reserve(str(org.pk), session_id, cost.compute_share,
-                                                      cost.memory_bytes, "live", org.max_live_sessions)
+            self.reservation = self._place(session_id, cost.compute_share, cost.memory_bytes)
         except ConcurrencyLimit:
             raise Rejected(ErrorCode.CONCURRENCY_LIMIT,
                            f"the organisation already runs its maximum of {org.max_live_sessions} live sessions",
@@ -252,6 +266,62 @@ class LiveSessionService:
             session_id=session_id, model=spec.id, tier=tier, width=handle.width, height=handle.height,
             fps=int(round(handle.fps)), frame_budget_ms=handle.frame_budget_ms, device=reservation.device_id,
             share=reservation.share, price_per_gpu_second=self._price, currency=usage.CURRENCY)
+
+    def _place(self, session_id: str, share: float, memory_bytes: int) -> Reservation:
+        """This session's reservation: the adopted one when it was made for this cost (the same
+        session.start as the one redirected), else a new one; a new one the pool placed on another
+        node's device is handed over (raises Redirected)."""
+        from nextframe.live import redirect
+
+        org = self.principal.organization
+        adopted, self.adopted = self.adopted, None
+        if adopted is not None:
+            current = self.host.current(adopted)
+            if self.host.holds(adopted) and abs(current.share - share) <= 1e-9 and current.memory_bytes == memory_bytes:
+                return current
+            self._let_go(adopted)  # lost meanwhile, or a different start than the one redirected: place anew
+        pool = self.host.pool
+        reservation = pool.reserve(str(org.pk), session_id, share, memory_bytes, "live", org.max_live_sessions)
+        if reservation.node_id == pool.node_id:
+            return reservation
+        try:
+            raise Redirected(redirect.hand_over(self.principal, reservation, pool))
+        except redirect.Unroutable as exc:  # released by hand_over
+            raise Rejected(ErrorCode.CAPACITY_UNAVAILABLE, f"the session's node cannot be reached: {exc}",
+                           retry_after_s=redirect.RETRY_AFTER_S, close_reason="no capacity") from None
+
+    def refuse_adoption(self, reservation: Reservation) -> None:
+        """A redirected socket refused before its service ran (draining, no live scope): release the
+        reservation it brought now rather than at its expiry."""
+        self.adopted = reservation
+        self.drop_adopted()
+
+    def adopt(self, reservation: Reservation) -> bool:
+        """Take over a reservation a redirect handed to this node: heartbeated at once and from then
+        on, for the next `start`. False (nothing adopted) when the lease is gone already."""
+        try:
+            fresh = self.host.pool.heartbeat(reservation)
+        except Exception as exc:  # expired (the client came late), or the pool unreachable
+            log.warning("redirected reservation %s not adopted: %s", reservation.lease_id, exc)
+            return False
+        self.adopted = fresh
+        self.host.keep(fresh, lambda reason: None)  # lost: the next start finds it gone and places anew
+        return True
+
+    def drop_adopted(self) -> None:
+        """Release an adopted reservation no session ran on (the socket closes first); when the pool
+        cannot be reached, the lease expires by itself within its TTL (logged, not raised)."""
+        adopted, self.adopted = self.adopted, None
+        if adopted is not None:
+            try:
+                self._let_go(adopted)
+            except Exception:
+                log.exception("redirected reservation %s could not be released", adopted.lease_id)
+
+    def _let_go(self, reservation: Reservation) -> None:
+        current = self.host.current(reservation)
+        self.host.forget(reservation)
+        self.host.pool.release(current)
 
     @property
     def metered_for_quota(self) -> bool:
@@ -401,6 +471,8 @@ class LiveSessionService:
         shut, then close, release and record on a thread of its own, waited for up to `timeout_s`."""
         self.shut()
         if not self.claim_end():
+            if self.adopted is not None:
+                threading.Thread(target=self.drop_adopted, name="nf-live-abandon", daemon=True).start()
             return
 
         def finish() -> None:
@@ -426,11 +498,8 @@ class LiveSessionService:
 
     def _release(self) -> None:
         reservation, self.reservation = self.reservation, None
-        if reservation is None:
-            return
-        current = self.host.current(reservation)
-        self.host.forget(reservation)
-        self.host.pool.release(current)
+        if reservation is not None:
+            self._let_go(reservation)
 
 
 def quota_warning(quota: usage.QuotaState) -> protocol.QuotaWarning:

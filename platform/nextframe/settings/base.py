@@ -7,6 +7,7 @@ REDIS_URL (channel layer, Celery broker, pool leases).
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -29,6 +30,8 @@ ALLOWED_HOSTS = env_list("NEXTFRAME_ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("NEXTFRAME_ALLOWED_HOSTS must name the public host(s) in production.")
 CSRF_TRUSTED_ORIGINS = env_list("NEXTFRAME_CSRF_TRUSTED_ORIGINS", [])
+# Browser origins allowed on /v1/live besides ALLOWED_HOSTS (customers' own sites; nextframe/origins.py).
+WS_ALLOWED_ORIGINS = env_list("NEXTFRAME_WS_ALLOWED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",
@@ -75,6 +78,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "frontend.context.navigation",  # every page's header: organisations, role, sections
             ]
         },
     }
@@ -268,6 +272,19 @@ LOGGING = logging_config(LOG_FORMAT, env_str("NEXTFRAME_LOG_LEVEL", "INFO") or "
 
 # --- GPU pool -----------------------------------------------------------------------------------
 POOL_LEASE_TTL_S = env_float("NEXTFRAME_POOL_LEASE_TTL_S", 15.0, minimum=1.0)
+# --- Nodes (scaled out: docs/operations.md, "Nodes and redirects") ---------------------------------
+# This node's id in the pool (unique among the nodes sharing one Redis; no '/'): default the host name.
+NODE_ID = (env_str("NEXTFRAME_NODE_ID") or socket.gethostname() or "local").replace("/", "_")
+# The public WebSocket URL of this node's live endpoint, e.g. wss://live.example.com/nodes/{node}/v1/live
+# ({node} becomes NODE_ID): a session placed on this node's devices from another node is redirected
+# here. Unset: the node takes only the sessions that reach it (no redirects to it).
+PUBLIC_URL = (env_str("NEXTFRAME_PUBLIC_URL") or "").replace("{node}", NODE_ID)
+if PUBLIC_URL and not PUBLIC_URL.startswith(("ws://", "wss://")):
+    raise ImproperlyConfigured(f"NEXTFRAME_PUBLIC_URL={PUBLIC_URL!r} must be a ws:// or wss:// URL of /v1/live")
+# Simulated devices (inference.pool.FileProbe) instead of NVML / the CPU device: tests, local clusters.
+DEVICES_FILE = env_str("NEXTFRAME_DEVICES_FILE")
+# The pool's Redis keys (a {hashtag} keeps them in one Redis Cluster slot); tests isolate clusters by it.
+POOL_KEY_PREFIX = env_str("NEXTFRAME_POOL_KEY_PREFIX", "nextframe:{pool}")
 
 # --- Live sessions ------------------------------------------------------------------------------
 LIVE_IDLE_TIMEOUT_S = env_float("NEXTFRAME_LIVE_IDLE_TIMEOUT_S", 30.0, minimum=1.0)
@@ -354,3 +371,13 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "maintenance", "expires": 3600.0},
     },
 }
+
+# --- Dashboard (frontend/, docs/dashboard.md) ---------------------------------------------------
+# One-time sign-in links printed by `nextframe up` (first run) and `nextframe createuser`.
+SIGNIN_LINK_TTL_S = env_int("NEXTFRAME_SIGNIN_LINK_TTL_S", 900, minimum=10)
+# Self-service sign-up (a new user creates their own organisation): off unless enabled.
+SIGNUP_ENABLED = env_bool("NEXTFRAME_SIGNUP_ENABLED", False)
+# The REST API also accepts the dashboard's session (with its CSRF token), acting for the user's
+# current organisation with the scopes of their role (nextframe.tenancy.auth); API keys come first.
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["nextframe.tenancy.auth.ApiKeyAuthentication",
+                                                    "nextframe.tenancy.auth.DashboardSessionAuthentication"]

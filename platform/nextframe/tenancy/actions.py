@@ -167,11 +167,19 @@ def _ticket_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def mint_ticket(principal: Principal | None = None, *, user=None, organization: Organization | None = None) -> tuple[str, Ticket]:
+def ticket_hash(token: str) -> str:
+    """What the tickets table stores of a ticket (a lookup without redeeming: nextframe.live.redirect)."""
+    return _ticket_hash(token or "")
+
+
+def mint_ticket(principal: Principal | None = None, *, user=None, organization: Organization | None = None,
+                ttl_s: float | None = None, counted: bool = True) -> tuple[str, Ticket]:
     """A single-use ticket for a browser WebSocket, from an API key or a logged-in dashboard user.
 
     Raises Throttled beyond NEXTFRAME_TICKETS_PER_MINUTE per key (dashboard: per user). Every
     mint also deletes the expired tickets (used or not), so the table holds about one TTL's worth.
+    `ttl_s` shortens the life (at most TICKET_TTL_S); `counted=False` skips the per-key count: a
+    session.redirect's ticket (nextframe.live.redirect), minted by the server for an admitted start.
     """
     if principal is not None:
         org, api_key, scopes = principal.organization, principal.api_key, list(principal.scopes)
@@ -179,7 +187,7 @@ def mint_ticket(principal: Principal | None = None, *, user=None, organization: 
         assert organization is not None, "a ticket needs a principal, or a user and their organization"
         org, api_key, scopes = organization, None, list(ApiKey.SCOPES)
     ident = f"key:{api_key.key_id}" if api_key is not None else f"user:{getattr(user, 'pk', None)}:org:{org.pk}"
-    retry = throttle.take_ticket_slot(ident)
+    retry = throttle.take_ticket_slot(ident) if counted else None
     if retry is not None:
         raise Throttled(f"more than {settings.NEXTFRAME_TICKETS_PER_MINUTE} tickets per minute", retry)
     now = timezone.now()
@@ -191,7 +199,7 @@ def mint_ticket(principal: Principal | None = None, *, user=None, organization: 
         api_key=api_key,
         user=user,
         scopes=scopes,
-        expires_at=now + timedelta(seconds=settings.TICKET_TTL_S),
+        expires_at=now + timedelta(seconds=min(settings.TICKET_TTL_S, ttl_s or settings.TICKET_TTL_S)),
     )
     return token, ticket
 

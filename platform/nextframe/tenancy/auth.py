@@ -49,17 +49,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class DashboardSessionAuthentication(authentication.SessionAuthentication):
-    """A logged-in dashboard user acting for their (first) organisation; CSRF enforced."""
+    """A logged-in dashboard user acting for their current organisation (the one chosen with the
+    dashboard's switcher, else their first) with the scopes of their role there; CSRF enforced."""
 
     def authenticate(self, request):
         result = super().authenticate(request)
         if result is None:
             return None
+        from nextframe.tenancy import members
+
         user, _ = result
-        orgs = actions.organizations_of(user)
-        if not orgs:
+        org, role = members.current_organization(user, getattr(request, "session", None))
+        if org is None:
             raise exceptions.PermissionDenied("this user belongs to no organisation")
-        return (user, actions.Principal(orgs[0], None, ("live", "clips", "read")))
+        return (user, actions.Principal(org, None, members.scopes_for_role(role)))
 
 
 class HasApiKey(permissions.BasePermission):

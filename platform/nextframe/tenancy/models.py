@@ -72,3 +72,17 @@ class Ticket(models.Model):
     # Indexed: every mint deletes the expired tickets (tenancy.actions.mint_ticket).
     expires_at = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
+
+
+class SignInLink(models.Model):
+    """A one-time dashboard sign-in link (like a notebook server's token): single use, short-lived.
+
+    Only a SHA-256 of the token is stored; the token itself is printed once (nextframe up,
+    nextframe createuser) or shown once to the owner/admin who invited the user.
+    """
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signin_links")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
