@@ -6,7 +6,12 @@ STAMP := $(VENV)/.nextframe-installed
 
 .PHONY: install up lint test test-embedded test-scaled bench audit clean
 
-install: $(STAMP)
+# The backdrop engine's pretrained person-segmentation model: taken out of the pinned mediapipe wheel
+# (fetched by pip from the package index in hash-checking mode), its files checked by sha256
+# (inference/engines/backdrop_model.py, docs/engines.md). Lives in the venv: tests and `up` read it there.
+SEGMENTER := $(VENV)/share/nextframe/models/selfie_segmentation/selfie_segmentation.tflite
+
+install: $(STAMP) $(SEGMENTER)
 
 # torch==2.13.0 goes in first so the machine's local CPU build is used; then the project, with torch
 # held there by constraints.txt (diffusers and transformers would otherwise be free to pull another).
@@ -16,6 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+$(SEGMENTER): $(STAMP)
+	$(BIN)/python -m inference.engines.backdrop_model install
 
 up: install
 	$(BIN)/nextframe up $(ARGS)

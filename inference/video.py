@@ -18,10 +18,11 @@ Frames are numpy arrays of shape (height, width, 3), dtype uint8, RGB.
 from __future__ import annotations
 
 import io
-import itertools
 import math
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -165,6 +166,10 @@ def encode_mp4(
     return EncodeResult(count, count / fps, target.stat().st_size, codec_name)
 
 
+#: Frames handed to the encoder thread ahead of it (backpressure beyond: the renderer waits).
+ENCODE_AHEAD_FRAMES = 16
+
+
 def _encode(
     first: np.ndarray,
     remaining: Iterator[np.ndarray],
@@ -175,8 +180,19 @@ def _encode(
     codec: str,
     first_frame_callback: Callable[[], None] | None,
 ) -> int:
+    """Encode the first frame here, the rest on an encoder thread fed through a bounded queue.
+
+    Why a thread: `remaining` is usually a renderer computing a clip batch by batch, lazily. Encoded on
+    the same thread, rendering and x264 take turns; with the encoder on its own thread the next batch
+    renders while the previous one is encoded (torch and PyAV/x264 release the GIL), and a batch is
+    still computed only when its first frame is asked for (checkpoints and preemption keep their
+    batch boundaries: no frame is rendered ahead)."""
     time_base = Fraction(1, fps)
-    count = 0
+
+    def check(array: np.ndarray, index: int) -> None:
+        if array.shape != (height, width, 3) or array.dtype != np.uint8:
+            raise ValueError(f"frame {index} has shape {array.shape} {array.dtype}, expected ({height}, {width}, 3) uint8")
+
     with av.open(filename, "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream(codec, rate=fps)
         if not isinstance(stream, av.VideoStream):
@@ -185,26 +201,63 @@ def _encode(
         stream.pix_fmt = "yuv420p"
         stream.time_base = time_base
         stream.options = dict(CODEC_OPTIONS.get(codec, {}))
-        for array in itertools.chain((first,), remaining):
-            if array.shape != (height, width, 3) or array.dtype != np.uint8:
-                raise ValueError(
-                    f"frame {count} has shape {array.shape} {array.dtype}, "
-                    f"expected ({height}, {width}, 3) uint8"
-                )
+
+        def encode_one(array: np.ndarray, index: int) -> None:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
             # pts counts frames in a 1/fps time base: exact timing with no rounding drift.
-            frame.pts = count
+            frame.pts = index
             frame.time_base = time_base
             try:
                 packets = stream.encode(frame)
             except av.FFmpegError as exc:
-                error = _FirstFrameFailed if count == 0 else VideoEncodeError
-                raise error(f"{codec} failed on frame {count}: {exc}") from exc
+                error = _FirstFrameFailed if index == 0 else VideoEncodeError
+                raise error(f"{codec} failed on frame {index}: {exc}") from exc
             container.mux(packets)
-            count += 1
-            if count == 1 and first_frame_callback is not None:
-                first_frame_callback()
+
+        check(first, 0)
+        encode_one(first, 0)  # here: a failing codec can still be swapped for another (NVENC -> x264)
+        if first_frame_callback is not None:
+            first_frame_callback()
+        count = 1 + _encode_on_thread(remaining, encode_one, check)
         container.mux(stream.encode(None))  # flush delayed frames (B-frames, lookahead)
+    return count
+
+
+def _encode_on_thread(frames: Iterator[np.ndarray], encode_one: Callable[[np.ndarray, int], None],
+                      check: Callable[[np.ndarray, int], None]) -> int:
+    """Pull `frames` here and encode them (indices from 1) on one thread; returns how many; re-raises its error."""
+    q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=ENCODE_AHEAD_FRAMES)
+    failure: list[BaseException] = []
+    abort = threading.Event()
+
+    def work() -> None:
+        index = 1
+        while (array := q.get()) is not None:
+            if not failure and not abort.is_set():
+                try:
+                    encode_one(array, index)
+                except BaseException as exc:  # handed to the caller's thread, raised there
+                    failure.append(exc)
+            index += 1
+
+    t = threading.Thread(target=work, name="mp4-encoder", daemon=True)
+    t.start()
+    count = 0
+    try:
+        for array in frames:
+            check(array, count + 1)
+            if failure:
+                break
+            q.put(array)
+            count += 1
+    except BaseException:
+        abort.set()  # the renderer failed: what is queued is not worth encoding
+        raise
+    finally:
+        q.put(None)
+        t.join()
+    if failure:
+        raise failure[0]
     return count
 
 

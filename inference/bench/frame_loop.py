@@ -4,11 +4,12 @@
     python -m inference.bench.frame_loop --quick    # a few seconds per configuration
     python -m inference.bench.frame_loop --json out.json
 
-For `identity` at 512x512 and `dreamfield` at 256x256, with 1, 4 and 8 concurrent sessions at 30 FPS:
+For `identity` at 512x512 and `dreamfield` at 256x256, with 1, 4 and 8 concurrent sessions at 30 FPS,
+and `backdrop` (person segmentation + generated background) with one session at 256x256 and 512x512:
 per-frame latency p50/p99 (input received -> output ready; for text-to-video, slot start -> output
 ready), sustained FPS per session, deadline misses and drops. Beside them, the baselines measured in
-this run: a bare JPEG decode+encode (identity's unavoidable work) and a bare dreamfield step+encode;
-the ratios say what the loop adds on top.
+this run: a bare JPEG decode+encode (identity's unavoidable work), a bare dreamfield step+encode and a
+bare backdrop decode+step+encode per size; the ratios say what the loop adds on top.
 """
 from __future__ import annotations
 
@@ -61,6 +62,21 @@ def baseline_codec(size: int, seconds: float) -> dict[str, float]:
     times = _time_per_call(lambda: encode_jpeg(decode_jpeg(data, size, size)), seconds)
     return {"decode_encode_ms_p50": _pct(times, 50), "decode_encode_ms_p99": _pct(times, 99),
             "jpeg_bytes": len(data)}
+
+
+def baseline_backdrop(size: int, seconds: float) -> dict[str, float]:
+    """One backdrop frame's whole work outside the loop: JPEG decode, step (mode generate), JPEG encode."""
+    e = get_engine("backdrop")
+    p = e.spec.default_params()
+    st = e.new_state(size, size, "benchmark", p, 0)
+    data = encode_jpeg(_picture(size))
+
+    def one() -> None:
+        encode_jpeg(e.step([StepInput(st, decode_jpeg(data, size, size), "benchmark", p, 0, 0)])[0].frames[0])
+
+    times = _time_per_call(one, seconds)
+    return {"decode_step_encode_ms_p50": _pct(times, 50), "decode_step_encode_ms_p99": _pct(times, 99),
+            "bare_fps": 1000.0 / statistics.median(times)}
 
 
 def baseline_dreamfield(size: int, seconds: float) -> dict[str, float]:
@@ -165,13 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline: dreamfield step+encode 256x256  p50 {dream256['step_encode_ms_p50']:.2f} ms  "
           f"p99 {dream256['step_encode_ms_p99']:.2f} ms  (bare step {dream256['bare_step_fps']:.0f} FPS, "
           f"{dream256['bare_step_cpu_ms']:.1f} CPU-ms/step)")
+    backdrop = {size: baseline_backdrop(size, base_s) for size in (256, 512)}
+    for size, b in backdrop.items():
+        print(f"baseline: backdrop decode+step+encode {size}x{size}  p50 {b['decode_step_encode_ms_p50']:.2f} ms  "
+              f"p99 {b['decode_step_encode_ms_p99']:.2f} ms  ({b['bare_fps']:.0f} FPS on one thread)")
     results = []
     hdr = (f"{'engine':<11}{'size':>5}{'sess':>5}{'lat p50':>9}{'lat p99':>9}{'x base':>8}"
            f"{'fps/sess':>9}{'min':>7}{'total':>7}{'miss':>6}{'drop':>6}{'busy':>6}")
     print(hdr)
-    for engine_id, size, base in (("identity", 512, codec512["decode_encode_ms_p50"]),
-                                  ("dreamfield", 256, dream256["step_encode_ms_p50"])):
-        for n in SESSION_COUNTS:
+    for engine_id, size, base, counts in (
+            ("identity", 512, codec512["decode_encode_ms_p50"], SESSION_COUNTS),
+            ("dreamfield", 256, dream256["step_encode_ms_p50"], SESSION_COUNTS),
+            ("backdrop", 256, backdrop[256]["decode_step_encode_ms_p50"], (1,)),
+            ("backdrop", 512, backdrop[512]["decode_step_encode_ms_p50"], (1,))):
+        for n in counts:
             r = run_loop(engine_id, size, n, secs, warm, threads)
             r["baseline_ms_p50"] = round(base, 3)
             r["ratio_p50"] = round(r["latency_ms_p50"] / base, 2)
@@ -188,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
           f"shared the CPUs and the numbers are pessimistic)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"baselines": {"codec_512": codec512, "dreamfield_256": dream256}, "runs": results,
+            json.dump({"baselines": {"codec_512": codec512, "dreamfield_256": dream256,
+                                     "backdrop": {str(k): v for k, v in backdrop.items()}}, "runs": results,
                        "load_average": [load_before, load_after]}, fh,
                       indent=2)
     return 0

@@ -1,6 +1,6 @@
 """The benchmark suite: one command, every comparison measured side by side in the same run.
 
-    python -m inference.bench.suite [--quick] [--json PATH] [--size 128] [--engine stylize]
+    python -m inference.bench.suite [--quick] [--json PATH] [--size 128] [--engine stylize --engine backdrop]
 
 1. round trip: identity through a real daphne server (`nextframe up`) vs a raw `websockets` echo of
    the same bytes (both separate processes, interleaved blocks) -> overhead ratio at p50 and p99;
@@ -10,6 +10,7 @@
    backlog), inputs dropped (latest-wins) counted by the client and by the server;
 4. clip tier vs live throughput of the same engine: a clip rendered + H.264-encoded in process
    (inference.bench.clip_vs_live) vs the frames/s the live path delivered at capacity.
+2 and 4 run for every `--engine` (default: stylize and backdrop), side by side; 3 for the first one.
 The server runs with admission capacity raised (NEXTFRAME_CPU_CAPACITY) so that the frame loop,
 not the pool's calibrated estimate, is what the curve finds; the pool's estimate is printed beside.
 Prints a table and writes JSON (with the machine's description). docs/benchmarks.md has results.
@@ -101,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter runs (about a minute)")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ap.add_argument("--size", type=int, default=128, help="square frame side (default 128)")
-    ap.add_argument("--engine", default="stylize", help="video-to-video engine for capacity (default stylize)")
+    ap.add_argument("--engine", action="append", default=None,
+                    help="video-to-video engine for capacity and clip vs live (repeatable; default stylize, backdrop)")
+    ap.add_argument("--clip-batch", type=int, default=16, help="frames per batch of the clip tier (default 16)")
     ap.add_argument("--max-sessions", type=int, default=64)
     ap.add_argument("--retries", type=int, default=1, help="re-measure a failing capacity step (default 1)")
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="torch intra-op threads in the server and in this process (default: torch's own)")
     args = ap.parse_args(argv)
+    engines = args.engine or ["stylize", "backdrop"]
     server_env = {"NEXTFRAME_AUDIT_ON_STARTUP": "0", "NEXTFRAME_CPU_CAPACITY": str(args.max_sessions),
                   "NEXTFRAME_LIVE_IDLE_TIMEOUT_S": "60"}
     if args.torch_threads:
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.torch_threads)
         server_env["OMP_NUM_THREADS"] = str(args.torch_threads)
     rt_frames, seconds = (100, 2.0) if args.quick else (400, 5.0)
-    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "size": args.size, "engine": args.engine,
+    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "size": args.size, "engine": engines[0],
+                               "engines": engines, "per_engine": {},
                                "torch_threads": args.torch_threads or "default",
                                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     m = results["machine"]
@@ -130,15 +135,17 @@ def main(argv: list[str] | None = None) -> int:
             print("1. round trip (identity via daphne vs raw echo)", flush=True)
             rt = asyncio.run(round_trips(server.ws, key, echo_url, args.size, rt_frames))
             results["round_trip"] = rt
-            print("2. capacity curve", flush=True)
-            capacity, throughput_cap, curve = capacity_curve(server.ws, key, args.engine, args.size, seconds, args.max_sessions,
-                                             args.retries)
-            results["capacity"] = {"engine": args.engine, "fps": 30, "sessions": capacity,
-                                   "sessions_without_drops": throughput_cap, "curve": curve,
-                                   "pool_estimate_sessions": pool_estimate(args.engine, args.size)}
-            over_n = max(2, 2 * capacity)
-            print(f"3. overload: {over_n} sessions (2x capacity)", flush=True)
-            over = asyncio.run(run_sessions(server.ws, key, args.engine, over_n, args.size, 30.0, seconds * 1.5))
+            for engine in engines:
+                print(f"2. capacity curve: {engine}", flush=True)
+                capacity, throughput_cap, curve = capacity_curve(server.ws, key, engine, args.size, seconds,
+                                                                 args.max_sessions, args.retries)
+                results["per_engine"][engine] = {"capacity": {
+                    "engine": engine, "fps": 30, "sessions": capacity, "sessions_without_drops": throughput_cap,
+                    "curve": curve, "pool_estimate_sessions": pool_estimate(engine, args.size)}}
+            results["capacity"] = results["per_engine"][engines[0]]["capacity"]
+            over_n = max(2, 2 * results["capacity"]["sessions"])
+            print(f"3. overload: {over_n} sessions (2x capacity of {engines[0]})", flush=True)
+            over = asyncio.run(run_sessions(server.ws, key, engines[0], over_n, args.size, 30.0, seconds * 1.5))
             first, second = over["latency_p99_first_half_ms"], over["latency_p99_second_half_ms"]
             # Bounded: the tail does not grow while the overload lasts (a backlog would grow it linearly).
             over["bounded"] = bool(first is not None and second is not None and second <= 1.5 * first + 33.4)
@@ -149,13 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     print("4. clip tier vs live (same engine, same size, in process)", flush=True)
     from .clip_vs_live import clip_tier, live_session
 
-    clip = clip_tier(args.engine, args.size, 30, 60 if args.quick else 240, 16)
-    single = live_session(args.engine, args.size, 1.5 if args.quick else 5.0, 0.5)
-    # Live throughput: the most frames per second the live path delivered without dropping inputs.
-    at_capacity = max((pt["delivered_fps"] for pt in results["capacity"]["curve"]
-                       if pt["drop_rate"] is not None and pt["drop_rate"] <= 0.01), default=None)
-    results["clip_vs_live"] = {"clip": clip, "live_single_session": single, "live_at_capacity_fps": at_capacity,
-                               "clip_over_live_capacity": round(clip["fps"] / at_capacity, 2) if at_capacity else None}
+    for engine in engines:
+        clip = clip_tier(engine, args.size, 30, 60 if args.quick else 240, args.clip_batch)
+        single = live_session(engine, args.size, 1.5 if args.quick else 5.0, 0.5)
+        # Live throughput: the most frames per second the live path delivered without dropping inputs.
+        at_capacity = max((pt["delivered_fps"] for pt in results["per_engine"][engine]["capacity"]["curve"]
+                           if pt["drop_rate"] is not None and pt["drop_rate"] <= 0.01), default=None)
+        results["per_engine"][engine]["clip_vs_live"] = {
+            "clip": clip, "live_single_session": single, "live_at_capacity_fps": at_capacity,
+            "clip_over_live_capacity": round(clip["fps"] / at_capacity, 2) if at_capacity else None}
+        print(f"  {engine}: clip {clip['fps']} fps (render alone {clip['render_only_fps']}), live {at_capacity} fps "
+              f"-> x{results['per_engine'][engine]['clip_vs_live']['clip_over_live_capacity']}", flush=True)
+    results["clip_vs_live"] = results["per_engine"][engines[0]]["clip_vs_live"]
     results["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
     print(table(results))
     if args.json:
@@ -166,22 +178,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(r: dict[str, Any]) -> str:
-    rt, cap, over, cl = r["round_trip"], r["capacity"], r["overload"], r["clip_vs_live"]
+    rt, over = r["round_trip"], r["overload"]
     rows = [
         ("round trip p50 (platform / echo)", f"{rt['platform_ms']['p50']} / {rt['echo_ms']['p50']} ms",
          f"x{rt['overhead_ratio']['p50']}"),
         ("round trip p99 (platform / echo)", f"{rt['platform_ms']['p99']} / {rt['echo_ms']['p99']} ms",
          f"x{rt['overhead_ratio']['p99']}"),
-        (f"capacity ({cap['engine']} {r['size']}px @30)", f"{cap['sessions']} sessions (miss <= 1%), "
-         f"{cap['sessions_without_drops']} (drops <= 1%)",
-         f"pool estimate {cap['pool_estimate_sessions']}"),
-        (f"overload ({over['sessions']} sessions)", f"p99 {over['latency_p99_first_half_ms']} -> "
+    ]
+    for engine, e in r["per_engine"].items():
+        cap = e["capacity"]
+        rows.append((f"capacity ({engine} {r['size']}px @30)", f"{cap['sessions']} sessions (miss <= 1%), "
+                     f"{cap['sessions_without_drops']} (drops <= 1%)", f"pool estimate {cap['pool_estimate_sessions']}"))
+    rows += [
+        (f"overload ({over['sessions']} {r['engine']} sessions)", f"p99 {over['latency_p99_first_half_ms']} -> "
          f"{over['latency_p99_second_half_ms']} ms", "bounded" if over["bounded"] else "GROWING"),
         ("overload drops", f"{over['inputs_dropped']} of {over['inputs_sent']} inputs (client); "
          f"server dropped_inputs {over['server_dropped_inputs']}", f"miss {over['miss_rate']:.1%}"),
-        ("clip tier vs live", f"clip {cl['clip']['fps']} fps; live {cl['live_at_capacity_fps']} fps (all sessions), "
-         f"{cl['live_single_session']['fps']} one session", f"x{cl['clip_over_live_capacity']}"),
     ]
+    for engine, e in r["per_engine"].items():
+        cl = e["clip_vs_live"]
+        rows.append((f"clip tier vs live ({engine})", f"clip {cl['clip']['fps']} fps (batch {cl['clip']['batch']}); "
+                     f"live {cl['live_at_capacity_fps']} fps (all sessions), {cl['live_single_session']['fps']} one "
+                     f"session", f"x{cl['clip_over_live_capacity']}"))
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)
     return "\n".join(f"{a.ljust(w0)}  {b.ljust(w1)}  {c}" for a, b, c in rows)

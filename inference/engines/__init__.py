@@ -34,6 +34,7 @@ _BUILTIN_FACTORIES = {
     "dreamfield": "inference.engines.dreamfield:DreamfieldEngine",
     "dreamfield-chunked": "inference.engines.dreamfield:DreamfieldChunkedEngine",
     "stylize": "inference.engines.stylize:StylizeEngine",
+    "backdrop": "inference.engines.backdrop:BackdropEngine",
 }
 # Engines built from a local weights folder: listed only while their folder is there and whole.
 _LOCAL_FACTORIES = {

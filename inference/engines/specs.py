@@ -12,7 +12,7 @@ from typing import Any
 
 from .base import EngineSpec, ParamSpec
 
-DREAM_LATENT_DIM = 8
+DREAM_LATENT_DIM = 32
 DREAM_HIDDEN = 20
 PALETTE_NAMES = ("natural", "fire", "ocean", "mono", "neon")
 
@@ -79,7 +79,44 @@ STYLIZE = EngineSpec(
     base_memory_bytes=1 << 20, memory_bytes_per_pixel=(3 + 8 + 8) * 4,
 )
 
-BUILTIN_SPECS = (IDENTITY, DREAMFIELD, DREAMFIELD_CHUNKED, STYLIZE)
+BACKDROP_MODES = ("generate", "blur", "color")
+BACKDROP_COLORS = ("green", "blue", "white", "grey", "black")
+
+BACKDROP = EngineSpec(
+    id="backdrop", kind="video-to-video", declared_tier="interactive",
+    description="Webcam person segmentation (MediaPipe Selfie Segmentation, pretrained, Apache-2.0) composited "
+                "over a prompt-steered dreamfield background, a blur of the room or a plain colour.",
+    default_width=256, default_height=256, max_width=640, max_height=640,
+    default_fps=30.0, max_fps=60.0, chunk_frames=1,
+    params=[
+        ParamSpec("mode", "enum", "generate", choices=BACKDROP_MODES,
+                  description="background: generate (dreamfield steered by the prompt), blur (the room, "
+                              "blurred) or color (a plain colour); switches at the next frame"),
+        ParamSpec("smoothing", "float", 0.8, 0.0, 0.95,
+                  description="how much an uncertain mask pixel keeps of the previous frames' mask "
+                              "(MediaPipe's segmentation smoothing; confident pixels follow at once)"),
+        ParamSpec("feather", "float", 3.0, 0.0, 20.0, description="softness of the mask edge, output pixels"),
+        ParamSpec("blur", "float", 12.0, 1.0, 40.0, description="blur of the room in mode blur, output pixels"),
+        ParamSpec("color", "enum", "green", choices=BACKDROP_COLORS, description="the colour of mode color"),
+        ParamSpec("palette", "enum", "natural", choices=PALETTE_NAMES,
+                  description="colour mapping of the generated background"),
+        ParamSpec("speed", "float", 0.5, 0.0, 5.0, description="how fast the generated background flows"),
+        ParamSpec("morph", "float", 1.0, 0.05, 10.0,
+                  description="seconds for the background to move 63% of the way to a new prompt"),
+    ],
+    persistent_state="the smoothed person mask of the previous frames and the generated background's "
+                     "dreamfield state (animation time, latent easing toward the prompt)",
+    price_per_gpu_second="0.0005",
+    # Calibrated with the frame-loop benchmark (docs/engines.md): the segmentation runs at the model's
+    # fixed 256x256 whatever the frame size (~3 ms), so most of the cost is per frame; the background
+    # (capped at 256 px), feathering and composite grow with pixels. 256x256@30 ~ 0.3 (busy 0.37 measured
+    # under load), 512x512@30 ~ 0.6 (busy 0.48), 128x128@30 ~ 0.225.
+    compute_share_per_mpix_per_s=0.1 / 1.966,
+    compute_share_per_fps=0.2 / 30,
+    base_memory_bytes=8 << 20, memory_bytes_per_pixel=(3 + 3 + 1 + 3) * 4,
+)
+
+BUILTIN_SPECS = (IDENTITY, DREAMFIELD, DREAMFIELD_CHUNKED, STYLIZE, BACKDROP)
 
 # --- Engines that load real weights from a local folder ($NEXTFRAME_MODEL_DIR/<folder>/) -----------
 # Listed only when their folder exists and looks whole (inference/engines/local.py). Costs are the CPU

@@ -35,11 +35,13 @@ def audit(model: str, **overrides) -> Evidence:
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("model", ["dreamfield", "stylize"])
+@pytest.mark.parametrize("model", ["dreamfield", "stylize", "backdrop"])
 def test_per_frame_engines_with_controls_are_interactive(model):
     ev = audit(model)
     assert ev.tier == "interactive", ev.reasons
-    assert ev.controls_sent == 7 and ev.controls_landed_pixels == 7  # 6 probes + the return to default
+    # 6 probes + the return to default (backdrop's 3 modes: the 6th probe already is the default)
+    sent = 6 if model == "backdrop" else 7
+    assert ev.controls_sent == sent and ev.controls_landed_pixels == sent
     assert ev.control_lag_frames_pixels == 0 and ev.control_lag_frames_pixels_max == 0
     assert ev.control_lag_source == "pixels"
     assert ev.state_persistence == "persists"

@@ -13,7 +13,7 @@ from inference.engines.base import BadFrame, InvalidParams, ModelLoadError, Para
 from inference.engines.dreamfield import prompt_latent
 from inference.engines.stylize import StylizeEngine, StylizeNet
 
-BUILTINS = ["identity", "dreamfield", "dreamfield-chunked", "stylize"]
+BUILTINS = ["identity", "dreamfield", "dreamfield-chunked", "stylize", "backdrop"]
 
 
 def _step(engine, state, prompt="", params=None, frame=None, index=0):
@@ -128,7 +128,8 @@ def test_dreamfield_is_deterministic_and_animates():
 def test_dreamfield_prompt_maps_to_a_fixed_latent():
     assert torch.equal(prompt_latent("a cat", 0), prompt_latent("a cat", 0))
     assert not torch.equal(prompt_latent("a cat", 0), prompt_latent("a dog", 0))
-    assert not torch.equal(prompt_latent("a cat", 0), prompt_latent("a cat", 1))
+    # What a prompt means does not depend on the session's seed (the seed varies the wander).
+    assert torch.equal(prompt_latent("a cat", 0), prompt_latent("a cat", 1))
 
 
 @pytest.mark.parametrize("change", [{"zoom": 3.0}, {"detail": 4.0}, {"palette": "ocean"}, {"speed": 4.0}])
