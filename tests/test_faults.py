@@ -1,0 +1,584 @@
+"""Fault tests on loopback, against one local cluster (nextframe.localcluster: two GPU nodes, an edge
+node, a Celery worker and one beat, nginx in front) shared by the whole module:
+
+- Redis restarted: running sessions keep streaming, admissions resume once it is back;
+- PostgreSQL unreachable for 10 s: frames keep flowing, usage is retried and none is lost;
+- a Celery worker killed (kill -9) mid-clip: the clip finishes once and is billed once;
+- a GPU node killed (kill -9) mid-session: its clients are disconnected, its reservations are free
+  within the lease TTL, its sessions billed up to their last checkpoint, new sessions land on the
+  other node (last: it leaves gpu-1 dead).
+
+The cluster's Redis is a private redis-server on a free port (the machine's shared one is never
+restarted) and its PostgreSQL is reached through a TCP proxy the test controls (the shared server is
+never stopped). Each test prints what it measured (`pytest -s`); docs/operations.md, "Fault tests",
+has the numbers.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference.client import LiveClient, LiveClientError, ReceivedFrame
+from nextframe.localcluster import LocalCluster, free_port
+from nextframe.testing import need_service
+from tests.server import scaled_services
+
+pytestmark = [pytest.mark.slow, pytest.mark.profile("scaled")]
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+LEASE_TTL_S = 6.0
+# A record not checkpointed this long belongs to a dead node. Above the PostgreSQL outage below and
+# the ticks' failure grace: a sweep must not take a live session's record for a dead one.
+STALE_S = 15.0
+SWEEP_S = 1.0
+PG_OUTAGE_S = 10.0
+REDIS_DOWN_S = 3.0  # a restart: below the lease TTL (a longer outage loses the leases, see the docs)
+SLACK_S = 4.0  # a loaded 2-core machine: thread wake-ups, database round trips
+CLUSTER_ENV = {
+    "NEXTFRAME_POOL_LEASE_TTL_S": str(LEASE_TTL_S),
+    "NEXTFRAME_LIVE_STALE_RECORD_S": str(STALE_S),
+    "NEXTFRAME_LIVE_SWEEP_INTERVAL_S": str(SWEEP_S),
+    "NEXTFRAME_LIVE_TICK_FAILURE_GRACE_S": "12",  # above the outage, below STALE_S
+    "NEXTFRAME_BILLING_SEGMENT_S": "2",  # segments every 2 s: an outage spans several
+    "NEXTFRAME_CLIP_STALE_AFTER_S": "5",
+    "NEXTFRAME_CLIP_SWEEP_INTERVAL_S": "2",
+    "NEXTFRAME_SHUTDOWN_GRACE_S": "5",
+    "NEXTFRAME_LOG_LEVEL": "WARNING",
+}
+SIZE = {"width": 64, "height": 64, "fps": 10}
+
+
+# --- the faults' instruments ----------------------------------------------------------------------
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port: it may be stopped and restarted at will."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            assert self.proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def shutdown(self, save: bool = True) -> None:
+        """SHUTDOWN [SAVE]: what a restart (an upgrade, a config change) does to Redis."""
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"SHUTDOWN SAVE\r\n" if save else b"SHUTDOWN NOSAVE\r\n")
+            sock.recv(64)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> PrivateRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class TcpProxy:
+    """A TCP proxy to PostgreSQL that the test can cut: `cut()` resets every open connection and
+    refuses new ones (a database that is down or unreachable) until `restore()`."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._cut = False
+        self._closed = False
+        self.refused = 0
+        threading.Thread(target=self._accept, name="pg-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self._cut:
+                self.refused += 1
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with self._lock:
+                    self._open.discard(sock)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def cut(self) -> int:
+        """Reset every open connection and refuse new ones; returns how many were reset."""
+        self._cut = True
+        with self._lock:
+            victims, self._open = list(self._open), set()
+        for sock in victims:
+            _reset(sock)
+        return len(victims)
+
+    def restore(self) -> None:
+        self._cut = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        self.cut()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): the peer's next read fails at once, as when a server dies."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
+
+
+# --- a live session held in the background ----------------------------------------------------------
+
+@dataclass
+class Held:
+    """One live session: its frames' arrival times, how it ended, when its socket closed."""
+
+    client: LiveClient
+    ready: dict[str, Any]
+    arrivals: list[float] = field(default_factory=list)
+    ended: dict[str, Any] | None = None
+    error: LiveClientError | None = None
+    closed_at: float | None = None
+    task: asyncio.Task | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.ready["session_id"]
+
+    def frames_between(self, lo: float, hi: float) -> int:
+        return sum(lo <= t < hi for t in self.arrivals)
+
+    def longest_gap(self, lo: float, hi: float) -> float:
+        times = [lo, *(t for t in self.arrivals if lo <= t < hi), hi]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+    async def _pump(self) -> None:
+        try:
+            async for event in self.client:
+                if isinstance(event, ReceivedFrame):
+                    self.arrivals.append(time.monotonic())
+                elif event.get("type") == "session.ended":
+                    self.ended = event
+        except LiveClientError as exc:
+            self.error = exc
+        self.closed_at = time.monotonic()
+
+    async def stop(self, timeout: float = 20.0) -> dict[str, Any]:
+        ended = await self.client.stop(timeout=timeout)
+        if self.task is not None:
+            await asyncio.wait_for(self.task, timeout)
+        await self.client.close()
+        return ended
+
+    async def wait_frames(self, n: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        have = len(self.arrivals)
+        while len(self.arrivals) < have + n:
+            assert self.closed_at is None, f"the session ended: {self.ended or self.error}"
+            assert time.monotonic() < deadline, f"fewer than {n} frames in {timeout} s"
+            await asyncio.sleep(0.05)
+
+
+async def hold(url: str, key: str, model: str = "dreamfield", timeout: float = 90.0, **start: Any) -> Held:
+    """Open a session and keep reading it in the background."""
+    client = LiveClient(url, key=key)
+    await client.connect()
+    try:
+        ready = await client.start(model, **{**SIZE, **start}, timeout=timeout)
+    except BaseException:
+        await client.close()
+        raise
+    held = Held(client, ready)
+    held.task = asyncio.create_task(held._pump())
+    return held
+
+
+# --- database and pool reads (straight to the real servers, never through the cut proxy) ------------
+
+def query(database_url: str, sql: str, *params: Any) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def live_billing(database_url: str, session_id: str) -> tuple[str, str, float, float, int]:
+    """(status, end_reason, record GPU-s, ledger GPU-s, ledger segments) of a live session."""
+    status, reason, gpu, billed, segments = query(database_url, (
+        "SELECT r.status, r.end_reason, r.gpu_seconds, (SELECT COALESCE(SUM(gpu_seconds), 0) FROM billing_segment "
+        "WHERE source = 'live' AND source_id = r.id::text), (SELECT COUNT(*) FROM billing_segment "
+        "WHERE source = 'live' AND source_id = r.id::text) FROM live_livesession r WHERE r.id = %s"), session_id)[0]
+    return status, reason, float(gpu), float(billed), int(segments)
+
+
+def pool_leases(redis_url: str) -> list:
+    from inference.pool.redis import RedisBackend
+
+    backend = RedisBackend(redis_url)
+    try:
+        return backend.snapshot().leases
+    finally:
+        backend.client.close()
+
+
+def http(method: str, url: str, key: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"Bearer {key}", **({"Content-Type": "application/json"} if data else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+# --- the cluster ------------------------------------------------------------------------------------
+
+@dataclass
+class FaultCluster:
+    cluster: LocalCluster
+    key: str
+    database_url: str  # the real server, for the test's own reads
+    redis: PrivateRedis
+    proxy: TcpProxy
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory) -> Any:
+    from nextframe.testing import POSTGRES_URL
+
+    need_service("PostgreSQL", POSTGRES_URL)
+    tmp = tmp_path_factory.mktemp("faults")
+    with scaled_services() as services, PrivateRedis(tmp / "redis") as redis:
+        from urllib.parse import urlparse
+
+        real = services["DATABASE_URL"]
+        parsed = urlparse(real)
+        proxy = TcpProxy((parsed.hostname or "127.0.0.1", parsed.port or 5432))
+        proxied = real.replace(f"@{parsed.hostname}:{parsed.port}", f"@127.0.0.1:{proxy.port}", 1)
+        assert proxied != real, real
+        cluster = LocalCluster(proxied, redis.url, tmp / "cluster", env=CLUSTER_ENV)
+        try:
+            started = time.monotonic()
+            cluster.start()
+            assert cluster.key, "the first start creates the default organisation and a key"
+            print(f"\ncluster up in {time.monotonic() - started:.1f} s (nginx: {bool(cluster.nginx_port)})")
+            # The first session of a node builds its engine (seconds): once, here, on both nodes.
+            asyncio.run(_warm(cluster, cluster.key))
+            print(f"engines warm on both nodes after {time.monotonic() - started:.1f} s")
+            yield FaultCluster(cluster, cluster.key, real, redis, proxy)
+        finally:
+            proxy.restore()
+            cluster.stop()
+            proxy.close()
+
+
+async def _warm(cluster: LocalCluster, key: str) -> None:
+    sessions = await asyncio.gather(*(hold(cluster.routed_ws(n), key) for n in cluster.gpu_names))
+    for held in sessions:
+        await held.wait_frames(2)
+        await held.stop()
+
+
+def _log_tails(cluster: LocalCluster, *names: str) -> str:
+    return "\n".join(f"--- {n} ---\n{cluster.processes[n].log_tail(30)}" for n in names)
+
+
+# --- b) Redis restarted ------------------------------------------------------------------------------
+
+def test_redis_restart_keeps_sessions_streaming_and_admissions_resume(faults):
+    c, key = faults.cluster, faults.key
+
+    async def scenario() -> dict[str, Any]:
+        running = await asyncio.gather(*(hold(c.routed_ws(n), key) for n in c.gpu_names))
+        stopper = await hold(c.routed_ws(c.gpu_names[0]), key)  # ends while Redis is down
+        for held in [*running, stopper]:
+            await held.wait_frames(5)
+        down_at = time.monotonic()
+        await asyncio.to_thread(faults.redis.shutdown)
+        # While Redis is down: a session ends (its usage is written; its lease expires by TTL) ...
+        stopped = await finish(stopper)
+        # ... and a new one is refused cleanly (no hang, nothing left behind).
+        refused: Any = None
+        try:
+            extra = await asyncio.wait_for(hold(c.ws, key, timeout=20), 25)
+        except (LiveClientError, TimeoutError) as exc:
+            refused = exc
+        else:
+            refused = "admitted"
+            await finish(extra)
+        await asyncio.sleep(max(0.0, REDIS_DOWN_S - (time.monotonic() - down_at)))
+        await asyncio.to_thread(faults.redis.start)
+        up_at = time.monotonic()
+        # Admissions resume: the first session.ready after Redis came back.
+        admitted_at, attempts, after = None, 0, None
+        while admitted_at is None and time.monotonic() - up_at < 30:
+            attempts += 1
+            try:
+                after = await hold(c.ws, key, timeout=20)
+                admitted_at = time.monotonic()
+            except LiveClientError:
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(3)  # a few lease heartbeats and checkpoints after the restart
+        end = time.monotonic()
+        stats = [{"frames_during": h.frames_between(down_at, up_at), "gap": h.longest_gap(down_at, end),
+                  "ended": h.ended, "error": h.error} for h in running]
+        endings = [await finish(h) for h in running]
+        if after is not None:
+            endings.append(await finish(after))
+        return {"stats": stats, "endings": endings, "refused": refused, "down_s": up_at - down_at,
+                "stopped": stopped, "stopper": stopper.session_id,
+                "admitted_after_s": None if admitted_at is None else admitted_at - up_at, "attempts": attempts,
+                "ids": [h.session_id for h in running] + ([after.session_id] if after else [])}
+
+    out = asyncio.run(scenario())
+    print(f"\nRedis down {out['down_s']:.1f} s; during it a new session got: {out['refused']!r}; "
+          f"admissions resumed {out['admitted_after_s']} s after it returned ({out['attempts']} attempt(s)); "
+          f"running sessions: {[(s['frames_during'], round(s['gap'], 2)) for s in out['stats']]} "
+          f"(frames while down, longest frame gap s); stopped while down: {out['stopped']}")
+    for s in out["stats"]:
+        assert s["ended"] is None and s["error"] is None, (s, _log_tails(c, *c.gpu_names))
+        assert s["frames_during"] >= out["down_s"] * SIZE["fps"] * 0.5, s
+        assert s["gap"] < 1.5, s
+    assert out["admitted_after_s"] is not None, _log_tails(c, *c.gpu_names)
+    assert out["admitted_after_s"] < 10, out
+    assert [e.get("reason") for e in out["endings"]] == ["client"] * len(out["endings"]), out["endings"]
+    assert out["stopped"].get("reason") == "client", out["stopped"]
+    for session_id in [*out["ids"], out["stopper"]]:
+        status, reason, gpu, billed, _ = live_billing(faults.database_url, session_id)
+        assert (status, reason) == ("ended", "client") and abs(gpu - billed) < 1e-6 and gpu > 0
+
+
+async def finish(held: Held) -> dict[str, Any]:
+    """session.stop and its session.ended, or {"error": ...} when the socket failed instead."""
+    try:
+        return await held.stop()
+    except LiveClientError as exc:
+        return {"error": str(exc), "close_code": exc.close_code}
+
+
+# --- c) PostgreSQL unreachable for 10 s ------------------------------------------------------------
+
+def test_postgres_unreachable_for_10s_frames_flow_and_usage_is_retried_not_lost(faults):
+    c, key = faults.cluster, faults.key
+
+    async def scenario() -> dict[str, Any]:
+        running = await asyncio.gather(*(hold(c.routed_ws(n), key) for n in c.gpu_names))
+        for held in running:
+            await held.wait_frames(5)
+        await asyncio.sleep(2.5)  # a segment or so before the outage
+        before = [live_billing(faults.database_url, h.session_id) for h in running]
+        cut_at = time.monotonic()
+        reset = faults.proxy.cut()
+        await asyncio.sleep(PG_OUTAGE_S)
+        faults.proxy.restore()
+        back_at = time.monotonic()
+        during = [live_billing(faults.database_url, h.session_id) for h in running]
+        await asyncio.sleep(3)  # checkpoints resume
+        end = time.monotonic()
+        stats = [{"frames_during": h.frames_between(cut_at, back_at), "gap": h.longest_gap(cut_at, end),
+                  "ended": h.ended, "error": h.error} for h in running]
+        endings = [await finish(h) for h in running]
+        return {"before": before, "during": during, "stats": stats, "endings": endings, "reset": reset,
+                "refused": faults.proxy.refused, "ids": [h.session_id for h in running]}
+
+    out = asyncio.run(scenario())
+    print(f"\nPostgreSQL cut for {PG_OUTAGE_S:g} s ({out['reset']} connection(s) reset, {out['refused']} refused); "
+          f"sessions: {[(s['frames_during'], round(s['gap'], 2)) for s in out['stats']]} "
+          "(frames during the outage, longest frame gap s)")
+    for s in out["stats"]:
+        assert s["ended"] is None and s["error"] is None, (s, _log_tails(c, *c.gpu_names))
+        assert s["frames_during"] >= PG_OUTAGE_S * SIZE["fps"] * 0.5, s
+        assert s["gap"] < 1.5, s
+    for session_id, ended, before, during in zip(out["ids"], out["endings"], out["before"], out["during"]):
+        status, reason, gpu, billed, segments = live_billing(faults.database_url, session_id)
+        told = ended["usage"]["gpu_seconds"]
+        print(f"  {session_id}: billed {billed:.3f} GPU-s in {segments} segments (before the outage "
+              f"{before[3]:.3f} in {before[4]}; nothing written during it: {during[3]:.3f}); client told {told:.3f}")
+        assert ended.get("reason") == "client", ended
+        assert during[3] == before[3], "the ledger moved while the database was unreachable?"
+        # None lost: the ledger holds every GPU-second the session ran, the outage's included.
+        assert (status, reason) == ("ended", "client")
+        assert abs(billed - gpu) < 1e-6 and abs(billed - told) < 1e-5, (billed, gpu, told)
+        # ... and the outage's share of it is there (share x wall time while the database was away).
+        share = query(faults.database_url, "SELECT share FROM live_livesession WHERE id = %s", session_id)[0][0]
+        assert billed - before[3] >= share * PG_OUTAGE_S * 0.9, (billed, before[3], share)
+
+
+# --- d) a Celery worker killed mid-clip ---------------------------------------------------------------
+
+def test_a_worker_killed_mid_clip_finishes_it_once_and_bills_it_once(faults):
+    c, key = faults.cluster, faults.key
+    status, clip = http("POST", f"{c.base}/v1/clips", key, {
+        "model": "dreamfield", "prompt": "a slow red tide", "width": 128, "height": 128, "fps": 24, "frames": 480})
+    assert status in (200, 201, 202), clip
+    clip_id = clip["id"]
+    deadline = time.monotonic() + 120
+    while True:  # running, and some frames rendered
+        row = query(faults.database_url, "SELECT status, frames_done, attempts FROM clips_clip WHERE id = %s", clip_id)[0]
+        if row[0] == "running" and row[1] > 0:
+            break
+        assert row[0] in ("queued", "running") and time.monotonic() < deadline, (row, _log_tails(c, "worker"))
+        time.sleep(0.1)
+    killed_at, killed_frame = time.monotonic(), row[1]
+    c.kill("worker", group=True)  # kill -9 the worker and its pool child, as when its container dies
+    c.restart("worker")  # what a supervisor does
+    while True:
+        row = query(faults.database_url, "SELECT status, frames_done, attempts, video_name FROM clips_clip "
+                    "WHERE id = %s", clip_id)[0]
+        if row[0] not in ("queued", "running"):
+            break
+        assert time.monotonic() < killed_at + 120, (row, _log_tails(c, "worker"))
+        time.sleep(0.2)
+    finished_s = time.monotonic() - killed_at
+    events = query(faults.database_url, "SELECT from_status, to_status, attempt, detail FROM clips_clipevent "
+                   "WHERE clip_id = %s ORDER BY id", clip_id)
+    segments = query(faults.database_url, "SELECT payer, gpu_seconds, key FROM billing_segment WHERE source = 'clip' "
+                     "AND source_id = %s", clip_id)
+    print(f"\nworker killed at frame {killed_frame} of 480; clip {row[0]} {finished_s:.1f} s later after {row[2]} "
+          f"attempts; events {[(e[1], e[2], e[3]) for e in events]}; segments {segments}")
+    assert row[0] == "succeeded", (row, events, _log_tails(c, "worker"))
+    assert sum(1 for e in events if e[1] == "succeeded") == 1
+    assert [s[0] for s in segments] == ["customer"], segments  # billed once: the attempt that finished
+    # A duplicate delivery of the render message (the dead worker's unacknowledged one, redelivered
+    # after the broker's visibility timeout) does nothing to a finished clip.
+    from celery import Celery
+
+    app = Celery(broker=faults.redis.url)
+    app.send_task("clips.render", args=[clip_id], queue="clips")
+    time.sleep(3)
+    again = query(faults.database_url, "SELECT status, attempts FROM clips_clip WHERE id = %s", clip_id)[0]
+    assert again == ("succeeded", row[2]), again
+    assert len(query(faults.database_url, "SELECT 1 FROM billing_segment WHERE source = 'clip' AND source_id = %s",
+                     clip_id)) == 1
+
+
+# --- a) a GPU node killed mid-session (last: gpu-1 stays dead) ---------------------------------------
+
+def test_a_node_killed_mid_session_frees_its_reservations_and_bills_up_to_the_last_checkpoint(faults):
+    c, key = faults.cluster, faults.key
+    victim, survivor = c.gpu_names[0], c.gpu_names[1]
+
+    async def scenario() -> dict[str, Any]:
+        doomed = await asyncio.gather(*(hold(c.routed_ws(victim), key) for _ in range(2)))
+        spared = await hold(c.routed_ws(survivor), key)
+        for held in [*doomed, spared]:
+            await held.wait_frames(5)
+        await asyncio.sleep(2.5)  # a checkpoint and a segment
+        doomed_ids = {h.session_id for h in doomed}
+        leases = [r for r in pool_leases(faults.redis.url) if r.session_id in doomed_ids]
+        killed_at = time.monotonic()
+        await asyncio.to_thread(c.kill, victim)
+        await asyncio.wait([h.task for h in doomed if h.task], timeout=30)
+        freed_at = None
+        while time.monotonic() - killed_at < LEASE_TTL_S + 30:
+            if not [r for r in await asyncio.to_thread(pool_leases, faults.redis.url) if r.session_id in doomed_ids]:
+                freed_at = time.monotonic()
+                break
+            await asyncio.sleep(0.1)
+        # A new session through nginx's /v1/live lands on the node that is left.
+        newcomer = await hold(c.ws, key, timeout=30)
+        await newcomer.wait_frames(3)
+        newcomer_nodes = [r.node_id for r in await asyncio.to_thread(pool_leases, faults.redis.url)
+                          if r.session_id == newcomer.session_id]
+        ended_at = None
+        while time.monotonic() - killed_at < STALE_S + SWEEP_S + 30:
+            rows = [live_billing(faults.database_url, h.session_id) for h in doomed]
+            if all(r[0] == "ended" for r in rows):
+                ended_at = time.monotonic()
+                break
+            await asyncio.sleep(0.25)
+        spared_frames = spared.frames_between(killed_at, time.monotonic())
+        spared_gap = spared.longest_gap(killed_at, time.monotonic())
+        endings = [await finish(spared), await finish(newcomer)]
+        return {"leases_before": len(leases), "killed_at": killed_at, "freed_at": freed_at, "ended_at": ended_at,
+                "doomed": doomed, "endings": endings, "spared_frames": spared_frames, "spared_gap": spared_gap,
+                "newcomer_nodes": newcomer_nodes}
+
+    out = asyncio.run(scenario())
+    k = out["killed_at"]
+    disconnect = [round(h.closed_at - k, 2) if h.closed_at else None for h in out["doomed"]]
+    freed = None if out["freed_at"] is None else out["freed_at"] - k
+    ended = None if out["ended_at"] is None else out["ended_at"] - k
+    print(f"\nnode {victim} killed: its clients disconnected after {disconnect} s "
+          f"({[getattr(h.error, 'close_code', None) for h in out['doomed']]}); its {out['leases_before']} lease(s) "
+          f"free after {freed} s (TTL {LEASE_TTL_S:g}); records ended after {ended} s "
+          f"(stale {STALE_S:g} + sweep {SWEEP_S:g}); the other node's session: {out['spared_frames']} frames, "
+          f"longest gap {out['spared_gap']:.2f} s")
+    assert out["leases_before"] == 2
+    assert all(d is not None and d < 5 for d in disconnect), disconnect
+    assert all(h.ended is None for h in out["doomed"])  # no session.ended: the node died
+    assert freed is not None and freed <= LEASE_TTL_S + SLACK_S, freed
+    assert ended is not None and ended <= STALE_S + SWEEP_S + SLACK_S, ended
+    for held in out["doomed"]:
+        status, reason, gpu, billed, segments = live_billing(faults.database_url, held.session_id)
+        print(f"  {held.session_id}: {status} {reason}, billed {billed:.3f} GPU-s in {segments} segment(s), "
+              f"record {gpu:.3f}")
+        assert (status, reason) == ("ended", "server_error")
+        assert segments >= 1 and gpu > 0 and abs(billed - gpu) < 1e-6
+    assert len(out["newcomer_nodes"]) == 1 and victim not in out["newcomer_nodes"], out["newcomer_nodes"]
+    assert out["spared_gap"] < 1.5 and [e.get("reason") for e in out["endings"]] == ["client", "client"]
