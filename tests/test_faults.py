@@ -63,6 +63,18 @@ SIZE = {"width": 64, "height": 64, "fps": 10}
 
 # --- the faults' instruments ----------------------------------------------------------------------
 
+def need_redis_server() -> None:
+    """Skip (fail when services are required) without a redis-server binary to run privately."""
+    if Path(REDIS_SERVER).exists():
+        return
+    from nextframe.testing import services_required
+
+    message = f"no redis-server binary at {REDIS_SERVER} (apt-get install redis-server)"
+    if services_required():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 class PrivateRedis:
     """A redis-server of the test's own on a free port: it may be stopped and restarted at will."""
 
@@ -204,6 +216,7 @@ class Held:
     error: LiveClientError | None = None
     closed_at: float | None = None
     task: asyncio.Task | None = None
+    metrics: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, `metrics`)
 
     @property
     def session_id(self) -> str:
@@ -223,6 +236,8 @@ class Held:
                     self.arrivals.append(time.monotonic())
                 elif event.get("type") == "session.ended":
                     self.ended = event
+                elif event.get("type") == "metrics":
+                    self.metrics.append((time.monotonic(), event))
         except LiveClientError as exc:
             self.error = exc
         self.closed_at = time.monotonic()
@@ -312,6 +327,7 @@ def faults(tmp_path_factory) -> Any:
     from nextframe.testing import POSTGRES_URL
 
     need_service("PostgreSQL", POSTGRES_URL)
+    need_redis_server()
     tmp = tmp_path_factory.mktemp("faults")
     with scaled_services() as services, PrivateRedis(tmp / "redis") as redis:
         from urllib.parse import urlparse
