@@ -40,7 +40,7 @@ def test_each_gpu_node_gets_its_own_redirect_url_and_pool_id(tmp_path):
     for name, port in (("gpu-1", 18001), ("gpu-2", 18002)):
         env = cluster.node_env(name, port)
         assert env["NEXTFRAME_NODE_ID"] == name
-        assert env["NEXTFRAME_NODE_URL"] == f"ws://127.0.0.1:18080/nodes/{name}/v1/live"
+        assert env["NEXTFRAME_PUBLIC_URL"] == f"ws://127.0.0.1:18080/nodes/{name}/v1/live"
     assert cluster.node_env("edge", 18003)["NEXTFRAME_CPU_CAPACITY"] == "0"
 
 

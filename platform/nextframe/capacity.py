@@ -22,8 +22,7 @@ def build_default_pool():
     if probe.__class__.__name__ == "CpuProbe":
         probe = CpuProbe(settings.CPU_CAPACITY)
     if settings.REDIS_URL:
-        return build_pool(settings.REDIS_URL, probe=probe, ttl_s=settings.POOL_LEASE_TTL_S,
-                          node_id=getattr(settings, "NODE_ID", None))
+        return build_pool(settings.REDIS_URL, probe=probe, ttl_s=settings.POOL_LEASE_TTL_S)
     try:
         from inference.pool.sqlite import SqliteBackend
     except ImportError:  # pragma: no cover - until the SQLite backend exists, stay in process

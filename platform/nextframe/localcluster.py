@@ -182,10 +182,11 @@ class LocalCluster:
             env.setdefault("NEXTFRAME_NODE_ID", "edge")
         else:
             env["NEXTFRAME_NODE_ID"] = name
-            # What a redirect to this node says (sticky by URL through nginx, or the node itself).
+            # Where a session.redirect to this node sends the client (issue 16 item 1): its sticky
+            # route through nginx, or the node itself without nginx.
             public = (f"ws://{self.host}:{self.nginx_port}/nodes/{name}/v1/live" if self.nginx_port
                       else f"ws://{self.host}:{port}/v1/live")
-            env["NEXTFRAME_NODE_URL"] = public
+            env["NEXTFRAME_PUBLIC_URL"] = public
         return env
 
     def _web(self, name: str, port: int) -> ClusterProcess:

@@ -157,8 +157,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 LIVE_STALE_RECORD_S = env_float("NEXTFRAME_LIVE_STALE_RECORD_S", 60.0, minimum=2.0)
 LIVE_SWEEP_INTERVAL_S = env_float("NEXTFRAME_LIVE_SWEEP_INTERVAL_S", 30.0, minimum=0.0)
 # A running session whose ticks (usage checkpoint, limits) keep failing, the database unreachable
-# say, ends with server_error after this long (30 s, at most half the stale age); below LIVE_STALE_RECORD_S, so the stale sweep never
-# takes a running session's record for a dead one (docs/operations.md, "Fault tests").
+# say, ends with server_error after this long (30 s, at most half the stale age): below
+# LIVE_STALE_RECORD_S, so the stale sweep never takes a running session's record for a dead one
+# (docs/operations.md, "Fault tests").
 LIVE_TICK_FAILURE_GRACE_S = env_float("NEXTFRAME_LIVE_TICK_FAILURE_GRACE_S", min(30.0, LIVE_STALE_RECORD_S / 2),
                                       minimum=0.0)
 if LIVE_TICK_FAILURE_GRACE_S >= LIVE_STALE_RECORD_S:
@@ -278,9 +279,6 @@ LOGGING = logging_config(LOG_FORMAT, env_str("NEXTFRAME_LOG_LEVEL", "INFO") or "
 
 # --- GPU pool -----------------------------------------------------------------------------------
 POOL_LEASE_TTL_S = env_float("NEXTFRAME_POOL_LEASE_TTL_S", 15.0, minimum=1.0)
-# This node's id in the shared pool (Redis): unique per node. Default: the host name (a pod's name);
-# several nodes on one machine (infra/local-cluster) need their own.
-NODE_ID = env_str("NEXTFRAME_NODE_ID")
 
 # --- Live sessions ------------------------------------------------------------------------------
 LIVE_IDLE_TIMEOUT_S = env_float("NEXTFRAME_LIVE_IDLE_TIMEOUT_S", 30.0, minimum=1.0)
