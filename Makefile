@@ -26,11 +26,15 @@ lint: install
 	$(BIN)/mypy
 
 # The lint gates, then the whole suite twice over: on the embedded defaults (SQLite, in-memory
-# layer, filesystem broker), then the Django side again scaled out against PostgreSQL and Redis on
+# layer, filesystem broker), and the Django side again scaled out against PostgreSQL and Redis on
 # loopback. A test that fixes its own profile (@pytest.mark.profile, nextframe.testing) runs in that
-# profile's pass only.
+# profile's pass only. The two passes share nothing (their own data dirs, databases and Redis keys)
+# and most of their time is spent waiting on real server processes, so they run side by side; each
+# pass's output is printed whole when it ends (--output-sync). TEST_JOBS=1 runs them one after the other.
+TEST_JOBS ?= 2
 test: install
-	$(MAKE) --no-print-directory lint test-embedded test-scaled
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-embedded test-scaled
 
 test-embedded: install
 	NEXTFRAME_TEST_PROFILE=embedded $(BIN)/pytest

@@ -10,6 +10,9 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from nextframe.origins import guard_websockets  # noqa: E402
 from nextframe.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+# Browsers' WebSockets from untrusted origins are refused at the handshake (nextframe/origins.py).
+application = ProtocolTypeRouter({"http": django_asgi_app,
+                                  "websocket": guard_websockets(URLRouter(websocket_urlpatterns))})

@@ -15,6 +15,7 @@ from nextframe.tenancy.auth import ApiKeyAuthentication, DashboardSessionAuthent
 class ModelsView(APIView):
     """GET /v1/models: every installed engine with its (measured) tier, evidence, params, limits, price."""
 
+    authentication_classes = [ApiKeyAuthentication, DashboardSessionAuthentication]  # the playground
     required_scope = None
 
     @extend_schema(responses={200: ModelListSerializer}, operation_id="models_list", summary="Every model, with its tier as measured here")
@@ -26,6 +27,7 @@ class ModelsView(APIView):
 class ModelDetailView(APIView):
     """GET /v1/models/{id}: one model, the same object as in the list (404 unknown_model)."""
 
+    authentication_classes = [ApiKeyAuthentication, DashboardSessionAuthentication]
     required_scope = None
 
     @extend_schema(responses={200: ModelSerializer}, summary="One model")

@@ -9,9 +9,12 @@ from nextframe.api.errors import ApiError
 from nextframe.api.pagination import ListCursorPagination
 from nextframe.live.models import LiveSession
 from nextframe.live.serializers import LiveSessionSerializer
+from nextframe.tenancy.auth import ApiKeyAuthentication, DashboardSessionAuthentication
 
 
 class _OwnSessions:
+    # A logged-in dashboard user reads their organisation's sessions too (the playground's record link).
+    authentication_classes = [ApiKeyAuthentication, DashboardSessionAuthentication]
     serializer_class = LiveSessionSerializer
     required_scope = "read"
 
@@ -36,6 +39,8 @@ class SessionListView(_OwnSessions, ListAPIView):
             qs = qs.filter(status=status)
         model = self.request.query_params.get("model")
         if model:
+            if "\x00" in model:  # PostgreSQL refuses NUL in a string literal (a 500 otherwise)
+                raise ApiError("model must not contain NUL characters")
             qs = qs.filter(model=model)
         return qs
 

@@ -29,6 +29,8 @@ ALLOWED_HOSTS = env_list("NEXTFRAME_ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("NEXTFRAME_ALLOWED_HOSTS must name the public host(s) in production.")
 CSRF_TRUSTED_ORIGINS = env_list("NEXTFRAME_CSRF_TRUSTED_ORIGINS", [])
+# Browser origins allowed on /v1/live besides ALLOWED_HOSTS (customers' own sites; nextframe/origins.py).
+WS_ALLOWED_ORIGINS = env_list("NEXTFRAME_WS_ALLOWED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",

@@ -34,7 +34,7 @@ def test_filters_and_bad_query_values(client_for, api_key, org):
     client = client_for(api_key)
     assert len(client.get("/v1/sessions?status=active").json()["data"]) == 2
     assert len(client.get("/v1/sessions?model=identity").json()["data"]) == 1
-    for query in ("status=sleeping", "limit=0", "limit=1000", "limit=ten", "cursor=garbage"):
+    for query in ("status=sleeping", "limit=0", "limit=1000", "limit=ten", "cursor=garbage", "model=a%00b"):
         response = client.get(f"/v1/sessions?{query}")
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
 
