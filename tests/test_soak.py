@@ -27,8 +27,8 @@ import pytest
 
 from nextframe.localcluster import LocalCluster
 from nextframe.testing import POSTGRES_URL, need_service
+from tests.faults import Held, PrivateRedis, finish, hold, need_redis_server
 from tests.server import scaled_services
-from tests.test_faults import Held, PrivateRedis, finish, hold, need_redis_server
 
 SESSIONS = int(os.environ.get("NEXTFRAME_SOAK_SESSIONS", "8"))
 FPS = int(os.environ.get("NEXTFRAME_SOAK_FPS", "30"))
