@@ -6,7 +6,7 @@
 Deselected unless `-m` names `soak` (nextframe.testing): it is never part of `make test`. Its shape
 comes from the environment (defaults: the issue's 8 sessions at 30 FPS for 10 minutes):
 NEXTFRAME_SOAK_SESSIONS, NEXTFRAME_SOAK_FPS, NEXTFRAME_SOAK_S, NEXTFRAME_SOAK_MODEL (dreamfield, the
-cheapest engine that needs no client input), NEXTFRAME_SOAK_SIZE (64x64).
+cheapest engine that needs no client input), NEXTFRAME_SOAK_SIZE (128x128).
 
 Every SAMPLE_S it reads each GPU node's resident memory, open descriptors and threads from /proc,
 and every session's `metrics` (frames, deadline misses). Asserted, after a warm-up: resident memory
@@ -34,7 +34,7 @@ SESSIONS = int(os.environ.get("NEXTFRAME_SOAK_SESSIONS", "8"))
 FPS = int(os.environ.get("NEXTFRAME_SOAK_FPS", "30"))
 SOAK_S = float(os.environ.get("NEXTFRAME_SOAK_S", "600"))
 MODEL = os.environ.get("NEXTFRAME_SOAK_MODEL", "dreamfield")
-WIDTH, HEIGHT = (int(v) for v in os.environ.get("NEXTFRAME_SOAK_SIZE", "64x64").split("x"))
+WIDTH, HEIGHT = (int(v) for v in os.environ.get("NEXTFRAME_SOAK_SIZE", "128x128").split("x"))
 SAMPLE_S = 10.0
 WARMUP_S = min(60.0, SOAK_S / 5)  # allocator pools, caches and first-use imports settle first
 RSS_GROWTH_MAX = 0.05
