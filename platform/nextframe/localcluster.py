@@ -17,6 +17,7 @@ Nothing here imports Django: every process, the migrations included, is a child.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -228,6 +229,9 @@ class LocalCluster:
             self.processes["worker"] = self._worker()
         if self.with_beat:
             self.processes["beat"] = self._beat()
+        # A safety net: children live in process groups of their own, so a caller that dies without
+        # stop() (an interrupted test run) would leave them running.
+        atexit.register(self._kill_leftovers)
         try:
             for process in self.processes.values():
                 process.start()
@@ -305,6 +309,14 @@ class LocalCluster:
                 process.signal(signal.SIGTERM)
         deadline = time.monotonic() + grace + STOP_MARGIN_S
         return {name: process.wait(deadline - time.monotonic()) for name, process in self.processes.items()}
+
+    def _kill_leftovers(self) -> None:
+        for process in self.processes.values():
+            if process.alive():
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)  # its group: pool children, nginx workers
+                except ProcessLookupError:
+                    pass
 
     def __enter__(self) -> LocalCluster:
         return self.start()
