@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -73,6 +73,7 @@ class FaultCluster:
     database_url: str  # the real server, for the test's own reads
     redis: PrivateRedis
     proxy: TcpProxy
+    killed: set[str] = field(default_factory=set)  # processes a test killed on purpose
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ async def _warm(cluster: LocalCluster, key: str) -> None:
 def faults_ok(faults) -> Any:
     """The module's cluster, every process of which is still running (a test that finds one dead
     fails with its log, instead of a confusing 502 from nginx)."""
-    dead = [n for n, p in faults.cluster.processes.items() if not p.alive()]
+    dead = [n for n, p in faults.cluster.processes.items() if not p.alive() and n not in faults.killed]
     assert not dead, f"dead before the test: {dead}\n" + _log_tails(faults.cluster, *dead)
     return faults
 
@@ -340,6 +341,7 @@ def test_a_node_killed_mid_session_frees_its_reservations_and_bills_up_to_the_la
         doomed_ids = {h.session_id for h in doomed}
         leases = [r for r in pool_leases(faults.redis.url) if r.session_id in doomed_ids]
         killed_at = time.monotonic()
+        faults.killed.add(victim)
         await asyncio.to_thread(c.kill, victim)
         await asyncio.wait([h.task for h in doomed if h.task], timeout=30)
         freed_at = None
@@ -403,3 +405,26 @@ def test_a_node_killed_mid_session_frees_its_reservations_and_bills_up_to_the_la
     # the dead node.
     assert out["newcomer_node"] in (None, out["survivor"]), out["newcomer_node"]
     assert out["spared_gap"] < 1.5 and all(e.get("reason") == "client" for e in out["endings"]), out["endings"]
+
+
+# --- and the cluster stops cleanly (after the node kill: one GPU node is gone) -----------------------
+
+def test_the_cluster_stops_cleanly_and_its_sessions_end_with_shutdown(faults_ok):
+    """What Ctrl-C on infra/local-cluster/run does: one SIGTERM each; the web nodes drain (a running
+    session gets session.ended `shutdown`), the worker and beat stop; every process exits 0."""
+    faults = faults_ok
+    c = faults.cluster
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, int | None], float]:
+        held = await hold(c.ws, faults.key)
+        await held.wait_frames(3)
+        stopping = time.monotonic()
+        codes = await asyncio.to_thread(c.stop)
+        await asyncio.wait_for(held.task, 10)
+        return held.ended or {"error": str(held.error)}, codes, time.monotonic() - stopping
+
+    ended, codes, took = asyncio.run(scenario())
+    print(f"\ncluster stopped in {took:.1f} s: {codes}; the running session got {ended.get('reason')}")
+    assert ended.get("reason") == "shutdown", ended
+    assert {n: code for n, code in codes.items() if n not in faults.killed} == {
+        n: 0 for n in codes if n not in faults.killed}, codes

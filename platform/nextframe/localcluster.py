@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     print(cluster.describe())
     if cluster.key:
         print(f"Created organisation 'default'. Its API key (shown once, keep it):\n  {cluster.key}")
+    else:
+        print("The database has its organisations already; a new key: DATABASE_URL=... REDIS_URL=... "
+              "nextframe createkey --org default")
     print("Press Ctrl-C to stop.", flush=True)
     exit_code = 0
     while not stopping:
