@@ -27,7 +27,7 @@ def test_embedded_defaults_need_no_server(tmp_path):
 def test_scaled_out_settings_from_urls(tmp_path):
     result = load_settings(NEXTFRAME_DATA_DIR=str(tmp_path), DATABASE_URL="postgres://u@db:5432/nf", REDIS_URL="redis://cache:6379/0")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["django.db.backends.postgresql", "redis://cache:6379/0", "channels_redis.core.RedisChannelLayer"]
+    assert result.stdout.split() == ["django.db.backends.postgresql", "redis://cache:6379/0", "nextframe.channel_layer.ResilientRedisChannelLayer"]
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def settings_in_a_fresh_process(tmp_path: Path, profile: str) -> tuple[dict, Pat
 @pytest.mark.parametrize("profile, db, layer", [  # each case in its own profile's pass
     pytest.param("embedded", "django.db.backends.sqlite3", "channels.layers.InMemoryChannelLayer",
                  marks=pytest.mark.profile("embedded")),
-    pytest.param("scaled", "django.db.backends.postgresql", "channels_redis.core.RedisChannelLayer",
+    pytest.param("scaled", "django.db.backends.postgresql", "nextframe.channel_layer.ResilientRedisChannelLayer",
                  marks=pytest.mark.profile("scaled")),
 ])
 def test_test_settings_use_a_temporary_data_dir_and_the_profile_services(tmp_path, profile, db, layer):

@@ -20,6 +20,10 @@ from .types import LeaseLost, Reservation
 log = logging.getLogger(__name__)
 
 OnLost = Callable[[Reservation, LeaseLost], None]
+# A heartbeat that failed (backend unreachable) is tried again after this, not a whole interval
+# later: with TTL/3 between tries, a Redis restart of TTL/3 could expire every lease of a node
+# (tests/test_faults.py: a 3 s restart with a 6 s TTL ended every running session).
+RETRY_S = 0.5
 
 
 class LeaseKeeper:
@@ -96,15 +100,17 @@ class LeaseKeeper:
                         log.exception("on_lost callback failed for lease %s", res.lease_id)
                 continue
             except Exception:
-                # Backend unreachable: keep trying; if it stays down past the TTL the next
-                # successful call reports the lease as expired.
+                # Backend unreachable: keep trying, soon (not a whole interval later: a Redis
+                # restart of a few seconds must not outlast the lease between two tries); if it
+                # stays down past the TTL the next successful call reports the lease as expired.
                 log.warning("heartbeat failed for lease %s", res.lease_id, exc_info=True)
                 fresh = None
             with self._lock:
                 if res.lease_id in self._held:  # not removed meanwhile
                     if fresh is not None:
                         self._held[res.lease_id] = fresh
-                    self._due[res.lease_id] = time.monotonic() + self.interval_s
+                    wait = self.interval_s if fresh is not None else min(self.interval_s, RETRY_S)
+                    self._due[res.lease_id] = time.monotonic() + wait
 
     def _run(self) -> None:
         next_refresh = time.monotonic() + self.interval_s

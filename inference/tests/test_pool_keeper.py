@@ -130,3 +130,31 @@ def test_a_lease_handed_over_late_in_its_life_is_heartbeated_at_once(clock, tmp_
         clock.t += TTL - 1.0  # past the reservation's first expiry, within the heartbeated one
         assert [r.session_id for r in pool.active_leases()] == ["s1"]
         pool.heartbeat(keeper.current(res.lease_id))
+
+
+def test_a_failed_heartbeat_is_retried_soon_not_a_whole_interval_later():
+    """A backend away for a few seconds (a Redis restart) must not outlast the lease between two
+    tries: with TTL/3 between them a 3 s restart expired every lease of a 6 s TTL (tests/test_faults.py)."""
+    from inference.pool.keeper import RETRY_S
+
+    class Restarting(MemoryBackend):
+        calls = 0
+
+        def heartbeat(self, lease_id, token, ttl_s, now=None):
+            self.calls += 1
+            if self.calls <= 2:  # the first two tries find it down
+                raise ConnectionError("Connection refused")
+            return super().heartbeat(lease_id, token, ttl_s, now)
+
+    backend = Restarting()
+    pool = Pool(backend, FakeProbe.gpus(1), ttl_s=30.0)  # real time; interval 10 s
+    res = pool.reserve("org1", "s1", 0.5)
+    with LeaseKeeper(pool, refresh_devices=False) as keeper:
+        keeper.add(res)
+        started = time.monotonic()
+        assert _wait_for(lambda: backend.calls >= 3, timeout_s=3 * RETRY_S + 2.0), backend.calls
+        assert time.monotonic() - started < 3 * RETRY_S + 1.5
+        assert _wait_for(lambda: keeper.current(res.lease_id).expires_at > res.expires_at)
+        calls = backend.calls
+        time.sleep(3 * RETRY_S)
+        assert backend.calls == calls  # healthy again: back to one heartbeat per interval

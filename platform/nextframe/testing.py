@@ -101,6 +101,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "profile(name): the test fixes its own profile (embedded or scaled); it runs only in that "
         "profile's pass of `make test` and is deselected in the other")
+    config.addinivalue_line(
+        "markers", "soak: long, on demand (tests/test_soak.py): deselected unless the -m expression names it, "
+        "e.g. `pytest -m soak tests/test_soak.py`")
 
 
 def pytest_report_header(config):
@@ -122,7 +125,18 @@ def _run_once_per_profile(config, items) -> None:
         items[:] = keep
 
 
+def _deselect_soak_unless_asked(config, items) -> None:
+    """Soak tests run minutes: only when `-m` names them (never in `make test`)."""
+    if "soak" in (config.getoption("markexpr", "") or ""):
+        return
+    soak = [item for item in items if item.get_closest_marker("soak") is not None]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [item for item in items if item.get_closest_marker("soak") is None]
+
+
 def pytest_collection_modifyitems(config, items):
+    _deselect_soak_unless_asked(config, items)
     _run_once_per_profile(config, items)
     if current_profile() != "scaled":
         return

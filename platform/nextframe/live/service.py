@@ -45,8 +45,12 @@ log = logging.getLogger(__name__)
 
 # How often a running session re-reads its key's revocation from the database.
 KEY_RECHECK_S = 2.0
-# Consecutive failed ticks (database unreachable, say) before a session ends with server_error:
-# without its ticks, quota, idle, duration and revocation would go unenforced.
+# A session whose ticks keep failing (database unreachable, say) ends with server_error once they
+# have failed MAX_FAILED_TICKS times in a row AND for LIVE_TICK_FAILURE_GRACE_S: without its ticks,
+# quota, idle, duration and revocation go unenforced, but a database restart or failover (seconds)
+# must not end every live session (tests/test_faults.py: 5 ticks alone ended them all 5 s into a
+# 10 s outage). Frames never wait on a tick, and usage is cumulative: the first tick that succeeds
+# writes what the failed ones could not.
 MAX_FAILED_TICKS = 5
 
 # (context, prompt) -> None to allow it, or the message of a `moderation` rejection.
@@ -141,6 +145,7 @@ class LiveSessionService:
         self.tier: str | None = None  # announced in session.ready (read by /metrics)
         self._last_control_seq = 0
         self._failed_ticks = 0
+        self._failing_since: float | None = None
         self._warned = False
         self._warning: protocol.QuotaWarning | None = None
         self._started_at = self._last_input_at = self._next_key_check = 0.0
@@ -321,7 +326,13 @@ class LiveSessionService:
     def _let_go(self, reservation: Reservation) -> None:
         current = self.host.current(reservation)
         self.host.forget(reservation)
-        self.host.pool.release(current)
+        try:
+            self.host.pool.release(current)
+        except Exception:
+            # The pool is unreachable (Redis restarting): the lease expires by its TTL, and the
+            # caller must still write the final usage (a raise here skipped it).
+            log.exception("live session %s: its reservation could not be released; it expires by TTL",
+                          self.record_id)
 
     @property
     def metered_for_quota(self) -> bool:
@@ -384,17 +395,24 @@ class LiveSessionService:
 
     def tick(self) -> Tick:
         """About once a second: usage written, limits checked. A failing tick is logged and counted;
-        MAX_FAILED_TICKS in a row end the session (its limits would go unenforced otherwise)."""
+        MAX_FAILED_TICKS in a row over LIVE_TICK_FAILURE_GRACE_S end the session (its limits would go
+        unenforced otherwise)."""
         handle, _ = self._running()
         metrics = handle.metrics()
         try:
             end = self._check_limits(metrics)
-            self._failed_ticks = 0
+            self._failed_ticks, self._failing_since = 0, None
             warning, self._warning = self._warning, None
         except Exception:
             self._failed_ticks += 1
+            now = self.clock()
+            if self._failing_since is None:
+                self._failing_since = now
             log.exception("live session %s: tick %d failed", self.record_id, self._failed_ticks)
-            end = EndReason.SERVER_ERROR if self._failed_ticks >= MAX_FAILED_TICKS else None
+            failing_for = now - self._failing_since
+            given_up = (self._failed_ticks >= MAX_FAILED_TICKS
+                        and failing_for >= settings.LIVE_TICK_FAILURE_GRACE_S)
+            end = EndReason.SERVER_ERROR if given_up else None
             warning = None
         return Tick(metrics, end, warning)
 

@@ -116,7 +116,8 @@ if REDIS_URL:
     CHANNEL_LAYER_SOCKET_TIMEOUT_S = RedisChannelLayer.brpop_timeout + 10.0
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's layer, whose receive survives a Redis restart (nextframe.channel_layer).
+            "BACKEND": "nextframe.channel_layer.ResilientRedisChannelLayer",
             "CONFIG": {"hosts": [{
                 "address": REDIS_URL,
                 "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S,
@@ -159,6 +160,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 # looking every LIVE_SWEEP_INTERVAL_S (0 turns the timer off).
 LIVE_STALE_RECORD_S = env_float("NEXTFRAME_LIVE_STALE_RECORD_S", 60.0, minimum=2.0)
 LIVE_SWEEP_INTERVAL_S = env_float("NEXTFRAME_LIVE_SWEEP_INTERVAL_S", 30.0, minimum=0.0)
+# A running session whose ticks (usage checkpoint, limits) keep failing, the database unreachable
+# say, ends with server_error after this long (30 s, at most half the stale age): below
+# LIVE_STALE_RECORD_S, so the stale sweep never takes a running session's record for a dead one
+# (docs/operations.md, "Fault tests").
+LIVE_TICK_FAILURE_GRACE_S = env_float("NEXTFRAME_LIVE_TICK_FAILURE_GRACE_S", min(30.0, LIVE_STALE_RECORD_S / 2),
+                                      minimum=0.0)
+if LIVE_TICK_FAILURE_GRACE_S >= LIVE_STALE_RECORD_S:
+    raise ImproperlyConfigured(
+        f"NEXTFRAME_LIVE_TICK_FAILURE_GRACE_S ({LIVE_TICK_FAILURE_GRACE_S:g}) must be below "
+        f"NEXTFRAME_LIVE_STALE_RECORD_S ({LIVE_STALE_RECORD_S:g})")
 
 # --- Media and static ---------------------------------------------------------------------------
 MEDIA_ROOT = str(DATA_DIR / "media")

@@ -305,10 +305,11 @@ def test_the_organisation_quota_running_out_ends_the_session(live_pool, db):
     assert usage.quota_exhausted(org)
 
 
-def test_failing_ticks_end_the_session_after_a_bound_and_it_still_ends_cleanly(principal, monkeypatch):
+def test_failing_ticks_end_the_session_after_a_bound_and_it_still_ends_cleanly(principal, monkeypatch, settings):
     def locked(*args, **kwargs):
         raise RuntimeError("database is locked")
 
+    settings.LIVE_TICK_FAILURE_GRACE_S = 0.0
     service = LiveSessionService(principal)
     service.start(start_msg(), Events())
     monkeypatch.setattr(usage, "record_live", locked)
@@ -316,3 +317,35 @@ def test_failing_ticks_end_the_session_after_a_bound_and_it_still_ends_cleanly(p
     assert ends == [None] * (MAX_FAILED_TICKS - 1) + [EndReason.SERVER_ERROR]
     used = service.end(EndReason.SERVER_ERROR)  # the final write fails too: capacity is freed anyway
     assert used is not None and used.frames >= 0 and leases() == []
+
+
+def test_ticks_failing_for_less_than_the_grace_do_not_end_the_session(principal, monkeypatch, settings):
+    """A database outage of 10 s (a restart, a failover) fails ten ticks: the session runs on and the
+    first tick that succeeds writes the usage; only failures past the grace end it."""
+    settings.LIVE_TICK_FAILURE_GRACE_S = 12.0
+    clock = FakeClock()
+    service = LiveSessionService(principal, clock=clock.now)
+    service.start(start_msg(), Events())
+    real = usage.record_live
+    down = True
+
+    def flaky(*args, **kwargs):
+        if down:
+            raise RuntimeError("connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(usage, "record_live", flaky)
+    ends = []
+    for _ in range(11):  # 0 .. 10 s
+        ends.append(service.tick().end)
+        clock.advance(1.0)
+    assert ends == [None] * 11
+    down = False
+    assert service.tick().end is None  # recovered: the count starts again
+    down = True
+    ends = []
+    for _ in range(13):  # failing from 0 s: the tick at 12 s is the first past the grace
+        ends.append(service.tick().end)
+        clock.advance(1.0)
+    assert ends == [None] * 12 + [EndReason.SERVER_ERROR]
+    service.end(EndReason.SERVER_ERROR)
