@@ -197,11 +197,12 @@ class LocalCluster:
 
     def _worker(self) -> ClusterProcess:
         env = self.base_env()
-        # A clip worker runs on a GPU node and renders on that node's device (its pool node id).
-        env["NEXTFRAME_NODE_ID"] = self.gpu_names[0]
+        # The clip worker is a node of its own in the pool (as in infra/compose.yaml): sharing a web
+        # node's id, its device registrations (no URL, not draining) would overwrite that node's.
+        env["NEXTFRAME_NODE_ID"] = "worker-1"
         argv = [sys.executable, "-m", "celery", "-A", "nextframe.celery", "worker", "-Q", "clips,maintenance",
                 "--concurrency", "1", "--prefetch-multiplier", "1", "--without-mingle", "--without-gossip",
-                "--loglevel", "INFO", "--hostname", f"worker@{self.gpu_names[0]}"]
+                "--loglevel", "INFO", "--hostname", "worker@worker-1"]
         return ClusterProcess("worker", argv, env, self.log_dir / "worker.log")
 
     def _beat(self) -> ClusterProcess:
