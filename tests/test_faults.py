@@ -27,6 +27,7 @@ from nextframe.localcluster import LocalCluster
 from nextframe.testing import need_service
 from tests.faults import (
     SIZE,
+    Held,
     PrivateRedis,
     TcpProxy,
     finish,
@@ -126,6 +127,37 @@ def faults_ok(faults) -> Any:
     dead = [n for n, p in faults.cluster.processes.items() if not p.alive() and n not in faults.killed]
     assert not dead, f"dead before the test: {dead}\n" + _log_tails(faults.cluster, *dead)
     return faults
+
+
+def test_sessions_started_at_the_edge_land_on_both_gpu_nodes_through_redirects(faults_ok):
+    """The issue's "done when": every start at the edge node (no devices of its own) is redirected,
+    and the pool's least-loaded placement spreads them over both GPU nodes (their records say so)."""
+    c = faults_ok.cluster
+    # The module's warm-up sessions have ended; their leases go with the nodes' release (or TTL):
+    # the organisation's 4 concurrent sessions are all this test's.
+    deadline = time.monotonic() + 2 * LEASE_TTL_S
+    while pool_leases(faults_ok.redis.url) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    async def scenario() -> list[tuple[str | None, str, int]]:
+        sessions: list[Held] = []
+        try:
+            for _ in range(4):  # one after another: each placement sees the sessions before it
+                sessions.append(await hold(c.node_ws("edge"), faults_ok.key))
+            for held in sessions:
+                await held.wait_frames(2)
+            return [(serving_node(c, held), held.session_id, len(held.client.redirects)) for held in sessions]
+        finally:
+            for held in sessions:
+                await finish(held)
+
+    landed = asyncio.run(scenario())
+    assert [redirects for _, _, redirects in landed] == [1, 1, 1, 1], landed
+    nodes = [node for node, _, _ in landed]
+    recorded = [query(faults_ok.database_url, "SELECT node FROM live_livesession WHERE id = %s", session_id)[0][0]
+                for _, session_id, _ in landed]
+    assert nodes == recorded and sorted(set(nodes)) == sorted(c.gpu_names), (nodes, recorded)
+    print(f"\n4 starts at the edge node, each redirected: they run on {nodes}")
 
 
 def _log_tails(cluster: LocalCluster, *names: str) -> str:
