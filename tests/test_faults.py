@@ -221,6 +221,9 @@ def test_redis_restart_keeps_sessions_streaming_and_admissions_resume(faults_ok)
         assert s["ended"] is None and s["error"] is None, (s, _log_tails(c, *c.gpu_names))
         assert s["frames_during"] >= out["down_s"] * SIZE["fps"] * 0.5, s
         assert s["gap"] < 1.5, s
+    # Refused in words, with a retry time, as when the pool is full (not an HTTP 500 or a 1011).
+    assert isinstance(out["refused"], LiveClientError), out["refused"]
+    assert (out["refused"].code, out["refused"].close_code) == ("capacity_unavailable", 1013), out["refused"]
     assert out["admitted_after_s"] is not None, _log_tails(c, *c.gpu_names)
     assert out["admitted_after_s"] < 10, out
     assert [e.get("reason") for e in out["endings"]] == ["client"] * len(out["endings"]), out["endings"]

@@ -148,3 +148,25 @@ def test_login_form_locks_an_address_out_after_repeated_failures(settings, djang
     # Another address logs in normally.
     response = Client(REMOTE_ADDR="192.0.2.55").post("/accounts/login/", {"username": "ada", "password": "right-password"})
     assert response.status_code == 302
+
+
+def test_an_unreachable_cache_fails_the_throttles_open_not_every_request(throttled, settings, address, api_key):
+    """Redis restarting (the cache of every scaled-out node): authentication goes on, counted by
+    nobody, instead of a 500 for every request and WebSocket handshake (the Redis-restart fault test)."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": f"redis://127.0.0.1:{port}/0",
+                                   "OPTIONS": {"socket_connect_timeout": 0.2}}}
+    client = Client(REMOTE_ADDR=address)
+    wrong = keys.generate()[0]
+    for _ in range(LIMIT + 2):  # past the limit: nothing counted, nothing blocked
+        response = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {wrong}")
+        assert response.status_code == 401 and envelope_of(response)["code"] == "unauthenticated"
+    assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {api_key}").status_code == 200
+    minted = client.generic("POST", "/v1/tickets", HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    assert minted.status_code == 201, minted.content
+    assert actions.redeem_ticket(minted.json()["ticket"], address=address).api_key is not None

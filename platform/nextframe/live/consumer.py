@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from inference.runtime import OutputFrame
 
 log = logging.getLogger(__name__)
+# What a socket refused for an unreachable channel layer is told to wait (the pool says the same).
+CHANNEL_LAYER_RETRY_S = 5.0
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -90,8 +92,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await asyncio.to_thread(self.service.adopt, adopted)
         self.bridge = SocketBridge(self.loop, self.flow, self.service, error=self._reject, end=self._end)
         if principal.api_key is not None:
-            self.group = tenancy.key_group(principal.api_key.key_id)
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            group = tenancy.key_group(principal.api_key.key_id)
+            try:
+                await self.channel_layer.group_add(group, self.channel_name)
+            except Exception:
+                # The channel layer (Redis, scaled out) is unreachable: the key's revocation could
+                # not reach this socket, and the pool lives there too. Refuse like a full pool, with
+                # a retry time, instead of a 1011 (the Redis-restart fault test).
+                log.exception("live socket refused: the channel layer is unreachable")
+                if adopted is not None:
+                    await asyncio.to_thread(self.service.drop_adopted)
+                await self._reject(ErrorCode.CAPACITY_UNAVAILABLE, "the platform is briefly unreachable; retry",
+                                   retry_after_s=CHANNEL_LAYER_RETRY_S, close_reason="no capacity")
+                return
+            self.group = group
 
     async def disconnect(self, code: int) -> None:
         drain.unregister(self)

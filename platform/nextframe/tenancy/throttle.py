@@ -10,9 +10,14 @@ Two counters, both fixed windows keyed by what they limit:
 The cache is the `default` one (settings: Redis when REDIS_URL is set, so every node of a
 scaled-out deployment shares the counts; the process-local memory cache in the embedded profile,
 which runs one web process). `cache.add` + `cache.incr` are atomic on both backends.
+
+When the cache cannot be reached (Redis restarting), the throttles fail open: they count nothing and
+block nothing, with a warning in the log, rather than turn every authentication of every node into
+a 500 for the outage (found by the Redis-restart fault test: new WebSocket handshakes got HTTP 500).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -20,6 +25,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 _PREFIX = "nf:throttle"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,18 +43,27 @@ def _window(kind: str, ident: str, window_s: int) -> Window:
 
 
 def _count(window: Window) -> int:
-    return int(cache.get(window.key) or 0)
+    try:
+        return int(cache.get(window.key) or 0)
+    except Exception as exc:  # the cache is unreachable: fail open (module docstring)
+        log.warning("throttle: cache unreachable, %s not checked: %s", window.key.rsplit(":", 1)[0], exc)
+        return 0
 
 
 def _hit(window: Window, window_s: int) -> int:
-    """Count one event in `window` and return the new total (atomic on Redis and the memory cache)."""
-    # The entry outlives its window by a little so a count read near the boundary is still there.
-    cache.add(window.key, 0, timeout=window_s + 5)
+    """Count one event in `window` and return the new total (atomic on Redis and the memory cache);
+    0 when the cache is unreachable (fail open)."""
     try:
-        return cache.incr(window.key)
-    except ValueError:  # evicted between add and incr
-        cache.add(window.key, 1, timeout=window_s + 5)
-        return 1
+        # The entry outlives its window by a little so a count read near the boundary is still there.
+        cache.add(window.key, 0, timeout=window_s + 5)
+        try:
+            return cache.incr(window.key)
+        except ValueError:  # evicted between add and incr
+            cache.add(window.key, 1, timeout=window_s + 5)
+            return 1
+    except Exception as exc:
+        log.warning("throttle: cache unreachable, %s not counted: %s", window.key.rsplit(":", 1)[0], exc)
+        return 0
 
 
 def _address(address: str | None) -> str:
