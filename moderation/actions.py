@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from moderation import phash
@@ -148,6 +148,9 @@ def forget_snapshots() -> None:
 
 # --- the audit log --------------------------------------------------------------------------------------
 
+# How long the audit writer retries a batch the database refuses for a transient reason.
+WRITE_RETRY_S = 30.0
+
 EVENT_FIELDS = {"session_id", "clip_id", "frame", "source", "detector", "category", "score", "action", "detail",
                 "thumbnail"}
 
@@ -196,7 +199,7 @@ class AuditWriter:
                 except queue.Empty:
                     break
             try:
-                ModerationEvent.objects.bulk_create([_event(org, ev) for org, ev in batch])
+                self._write(batch)
             except Exception:
                 log.exception("moderation audit: %d events could not be written", len(batch))
             finally:
@@ -205,6 +208,26 @@ class AuditWriter:
                 connection.close()
                 for _ in batch:
                     self._q.task_done()
+
+    def _write(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        """One batch, retried while the database is briefly unavailable (SQLite's "database table
+        is locked" under a concurrent writer, a PostgreSQL restart): an audit event is not dropped
+        for a transient error. Other errors (an organisation deleted meanwhile) fail at once."""
+        import time
+
+        delay, deadline = 0.05, time.monotonic() + WRITE_RETRY_S
+        while True:
+            try:
+                ModerationEvent.objects.bulk_create([_event(org, ev) for org, ev in batch])
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("moderation audit: %d events not written yet (%s); retrying in %.2f s",
+                            len(batch), exc, delay)
+                connection.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every queued event is written (tests, shutdown)."""

@@ -162,3 +162,27 @@ def test_thumbnails_are_dropped_after_their_retention_by_the_hourly_beat_task(or
     assert purge_thumbnails.apply().get() == 1
     assert ModerationEvent.objects.get(pk=old.pk).thumbnail is None
     assert bytes(ModerationEvent.objects.get(pk=new.pk).thumbnail) == b"jpeg"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_audit_writer_retries_a_batch_the_database_briefly_refuses(org, monkeypatch):
+    """SQLite's "database table is locked" under a concurrent writer (seen in CI) or a PostgreSQL
+    restart: the batch is written once the database takes it, not dropped."""
+    from django.db import OperationalError
+
+    real = ModerationEvent.objects.bulk_create
+    attempts = []
+
+    def refused_twice(objs, *args, **kwargs):
+        attempts.append(len(objs))
+        if len(attempts) <= 2:
+            raise OperationalError("database table is locked")
+        return real(objs, *args, **kwargs)
+
+    monkeypatch.setattr(ModerationEvent.objects, "bulk_create", refused_twice)
+    writer = actions.AuditWriter()
+    writer.record(org.pk, {"session_id": "ls_retry", "frame": 3, "source": "output", "detector": "hash",
+                           "category": "listed_output", "action": "replaced"})
+    assert writer.flush(timeout_s=10)
+    assert attempts == [1, 1, 1]
+    assert list(ModerationEvent.objects.filter(session_id="ls_retry").values_list("frame", "action")) == [(3, "replaced")]
