@@ -230,13 +230,24 @@ def test_a_client_that_sends_but_never_reads_is_ended_and_server_memory_stays_bo
     env = {"NEXTFRAME_LIVE_SLOW_READER_TIMEOUT_S": str(timeout_s), "NEXTFRAME_LIVE_IDLE_TIMEOUT_S": "600"}
     services = scaled_services() if profile == "scaled" else contextlib.nullcontext({})
     with services as extra, running_server(tmp_path, {**extra, **env}) as server:
+        # A well-behaved session of the same size first: what any first 1024x1024 session allocates
+        # (decoder, tensors, the allocator's arenas; ~80 MiB, seen in CI) is then in the baseline,
+        # and the bounds below measure what the flood adds.
+        warm = server.cli("live", "--url", server.ws, "--key", server.key, "--model", "identity", "--input", "pattern",
+                          "--width", "1024", "--height", "1024", "--fps", "20", "--duration", "1.5")
+        assert warm.returncode == 0, warm.stdout + warm.stderr
         result = attack(server.port, server.key, web_pid(server.proc.pid), seconds=30.0, fps=20.0)
+        print(f"\nRSS {result['rss_start_mib']} MiB at the attack's start, peak +"
+              f"{result['rss_peak_mib'] - result['rss_start_mib']:.1f}, after close +"
+              f"{result['rss_after_close_mib'] - result['rss_start_mib']:.1f} MiB")
         assert result["ended_by"] == "server dropped the connection", result
         # Ended after the bound (not before: a reader may stall that long), and well before the
         # 30 s this client meant to stay: slow_reader, then the close handshake's 1 s.
         assert timeout_s <= result["connection_lasted_s"] <= timeout_s + 8, result
         assert result["record_status"] == "ended" and result["end_reason"] == "slow_reader", result
-        # What the client sent (~60 MiB) never piled up: dropped outputs, not a buffer.
-        assert result["rss_peak_mib"] - result["rss_start_mib"] < 80, result
-        assert result["rss_after_close_mib"] - result["rss_start_mib"] < 80, result
+        # What the client sent (~60 MiB) never piled up: dropped outputs, not a buffer. Measured
+        # +2.3-2.9 MiB after the warm session on both profiles; without backpressure it grew ~9 MiB/s
+        # for at least the 3 s the socket lives.
+        assert result["rss_peak_mib"] - result["rss_start_mib"] < 25, result
+        assert result["rss_after_close_mib"] - result["rss_start_mib"] < 25, result
         assert asyncio.run(run_session(server))["ended"]["reason"] == "client"  # the node still serves
