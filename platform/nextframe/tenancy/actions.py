@@ -1,7 +1,6 @@
 """Tenancy business logic: organisations, keys, tickets. Views, the CLI and consumers call these."""
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -163,13 +162,9 @@ def _authenticate_key(raw: str) -> Principal:
     return Principal(row.organization, row, tuple(row.scopes))
 
 
-def _ticket_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def ticket_hash(token: str) -> str:
     """What the tickets table stores of a ticket (a lookup without redeeming: nextframe.live.redirect)."""
-    return _ticket_hash(token or "")
+    return keys.hash_secret(token or "")
 
 
 def mint_ticket(principal: Principal | None = None, *, user=None, organization: Organization | None = None,
@@ -194,7 +189,7 @@ def mint_ticket(principal: Principal | None = None, *, user=None, organization: 
     Ticket.objects.filter(expires_at__lte=now).delete()
     token = "nft_" + secrets.token_urlsafe(32)
     ticket = Ticket.objects.create(
-        token_hash=_ticket_hash(token),
+        token_hash=ticket_hash(token),
         organization=org,
         api_key=api_key,
         user=user,
@@ -223,11 +218,11 @@ def _redeem_ticket(token: str) -> Principal:
         # The conditional UPDATE is the single-use guarantee: of two racing redeemers only one
         # sees a row count of 1, on SQLite and PostgreSQL alike.
         claimed = Ticket.objects.filter(
-            token_hash=_ticket_hash(token or ""), used_at__isnull=True, expires_at__gt=now
+            token_hash=ticket_hash(token), used_at__isnull=True, expires_at__gt=now
         ).update(used_at=now)
         if claimed != 1:
             raise AuthError("ticket is unknown, expired or already used")
-        ticket = Ticket.objects.select_related("organization", "api_key").get(token_hash=_ticket_hash(token))
+        ticket = Ticket.objects.select_related("organization", "api_key").get(token_hash=ticket_hash(token))
     if ticket.api_key is not None and ticket.api_key.revoked_at is not None:
         raise AuthError("API key has been revoked")
     return Principal(ticket.organization, ticket.api_key, tuple(ticket.scopes))

@@ -8,7 +8,6 @@ here, not in the pages:
 """
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import timedelta
 
@@ -17,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from nextframe.tenancy import keys
 from nextframe.tenancy.actions import TenancyError
 from nextframe.tenancy.models import ApiKey, Membership, Organization, SignInLink
 
@@ -35,9 +35,6 @@ class Forbidden(TenancyError):
 class SignInLinkInvalid(TenancyError):
     code = "signin_link_invalid"
 
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # --- memberships ----------------------------------------------------------------------------------
@@ -165,7 +162,7 @@ def create_signin_link(user) -> str:
     now = timezone.now()
     SignInLink.objects.filter(expires_at__lte=now).delete()
     token = "nfs_" + secrets.token_urlsafe(32)
-    SignInLink.objects.create(token_hash=_hash(token), user=user,
+    SignInLink.objects.create(token_hash=keys.hash_secret(token), user=user,
                               expires_at=now + timedelta(seconds=settings.SIGNIN_LINK_TTL_S))
     return token
 
@@ -180,11 +177,11 @@ def redeem_signin_link(token: str):
     with transaction.atomic():
         # The conditional UPDATE is the single-use guarantee (as for tickets): of two racing
         # redeemers only one sees a row count of 1.
-        claimed = SignInLink.objects.filter(token_hash=_hash(token or ""), used_at__isnull=True,
+        claimed = SignInLink.objects.filter(token_hash=keys.hash_secret(token or ""), used_at__isnull=True,
                                             expires_at__gt=now).update(used_at=now)
         if claimed != 1:
             raise SignInLinkInvalid("this sign-in link is unknown, expired or already used")
-        link = SignInLink.objects.select_related("user").get(token_hash=_hash(token))
+        link = SignInLink.objects.select_related("user").get(token_hash=keys.hash_secret(token))
     if not link.user.is_active:
         raise SignInLinkInvalid("this account is disabled")
     return link.user
