@@ -41,6 +41,20 @@ CODEC_OPTIONS: dict[str, dict[str, str]] = {
     CPU_CODEC: {"preset": "veryfast", "crf": "23"},
     NVENC_CODEC: {"preset": "p4"},
 }
+#: Up to this many pixels per frame libx264 encodes on one thread. Its frame threads cost more CPU
+#: than they save on small frames (measured, veryfast crf 23, 2-core EPYC: 0.78 vs 0.42 ms CPU per
+#: frame at 128x128, 2.17 vs 1.64 at 256x256; at 512x512 and above both cost the same CPU and the
+#: threads halve the wall time), and a clip's encoder runs beside a renderer that already uses
+#: every core of a CPU device: extra encoder threads only preempt it (docs/benchmarks.md).
+X264_SINGLE_THREAD_MAX_PIXELS = 256 * 256
+
+
+def codec_options(codec: str, width: int, height: int) -> dict[str, str]:
+    """The encoder options for `codec` at this frame size."""
+    options = dict(CODEC_OPTIONS.get(codec, {}))
+    if codec == CPU_CODEC and width * height <= X264_SINGLE_THREAD_MAX_PIXELS:
+        options.setdefault("threads", "1")
+    return options
 # Uploaded clips bigger than this many pixels per frame are refused before decoding: a tiny file can
 # declare a huge frame size (a decompression bomb).
 MAX_SOURCE_PIXELS = 4096 * 4096
@@ -200,7 +214,7 @@ def _encode(
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = time_base
-        stream.options = dict(CODEC_OPTIONS.get(codec, {}))
+        stream.options = codec_options(codec, width, height)
 
         def encode_one(array: np.ndarray, index: int) -> None:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")

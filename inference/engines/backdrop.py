@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,7 +133,6 @@ class BackdropEngine(Engine):
         self._dream = DreamfieldEngine()
         # One helper thread per engine (so per process): clips segment on it while rendering backgrounds.
         self._clip_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-clip-seg")
-        self._clip_times = (1.0, 1.0)  # EMA of (segmentation, background) seconds per clip frame
         if tuple(COLORS) != BACKDROP_COLORS:  # the spec (torch-free) and the renderer must agree
             raise RuntimeError("specs.BACKDROP_COLORS must list the colours defined in backdrop.py")
 
@@ -235,27 +233,36 @@ class BackdropEngine(Engine):
 
     def _segment_beside_backgrounds(self, state: BackdropState, x: torch.Tensor, prompt: str,
                                     params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A clip batch's masks and backgrounds on two threads: the helper segments the first `split` frames
-        while this thread renders every background and then segments the rest. `split` balances the two
-        from the per-frame times measured on earlier batches (EMA): e.g. at 128x128 segmenting costs
-        ~3 ms a frame and a generated background ~1, so the helper takes about two thirds of the frames."""
+        """A clip batch's masks and backgrounds on two threads. The helper starts segmenting frames while
+        this thread renders every background of the batch; then both take the frames left, one at a time,
+        from a shared counter. Nobody waits on a fixed split: when a thread is preempted (by the clip's
+        encoder, which runs beside us) the other takes its share, and the last wait is at most one frame."""
         n = x.shape[0]
-        seg_s, bg_s = self._clip_times
-        split = min(n, max(1, round(n * (seg_s + bg_s) / (2 * seg_s))))
-        helper = self._clip_pool.submit(self._timed_segment, x[:split])
-        try:
-            t0 = time.perf_counter()
-            bg = self.backgrounds(state, x, prompt, params, None)
-            t1 = time.perf_counter()
-            rest = self.segment(x[split:]) if split < n else None
-            t2 = time.perf_counter()
-        finally:
-            first, helper_s = helper.result()
-        per_seg = (helper_s + (t2 - t1)) / n
-        self._clip_times = (0.7 * seg_s + 0.3 * per_seg, 0.7 * bg_s + 0.3 * (t1 - t0) / n)
-        return (first if rest is None else torch.cat([first, rest])), bg
+        h, w = SelfieSegmenter.model_for(x.shape[3], x.shape[2]).input_hw
+        probs = torch.empty(n, 1, h, w)
+        lock = threading.Lock()
+        taken = [0]
 
-    @torch.inference_mode()
-    def _timed_segment(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-        t0 = time.perf_counter()  # inference mode is per thread: the helper thread enters it here
-        return self.segment(x), time.perf_counter() - t0
+        def take() -> int | None:
+            with lock:
+                if taken[0] >= n:
+                    return None
+                taken[0] += 1
+                return taken[0] - 1
+
+        @torch.inference_mode()  # inference mode is per thread: the helper thread enters it here
+        def segment_frames() -> None:
+            while (i := take()) is not None:
+                probs[i] = self.segment(x[i:i + 1])[0]
+
+        helper = self._clip_pool.submit(segment_frames)
+        try:
+            bg = self.backgrounds(state, x, prompt, params, None)
+            segment_frames()
+        except BaseException:
+            with lock:
+                taken[0] = n  # the helper stops after its current frame
+            raise
+        finally:
+            helper.result()
+        return probs, bg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 from pathlib import Path
 
@@ -311,3 +312,23 @@ def test_inspect_refuses_junk(tmp_path: Path) -> None:
     with pytest.raises(BadVideo) as info:
         inspect_video(junk, 1)
     assert info.value.reason == "corrupt"
+
+
+def x264_settings(path: Path) -> str:
+    """The settings line x264 writes into the stream (its SEI user data: '... threads=N ...')."""
+    data = path.read_bytes()
+    start = data.find(b"x264 - core")
+    assert start >= 0, "no x264 settings SEI in the file"
+    return data[start:data.find(b"\x00", start)].decode("latin-1")
+
+
+@pytest.mark.parametrize("size, single", [(128, True), (256, True), (512, False)])
+def test_x264_runs_on_one_thread_for_small_frames_only(tmp_path: Path, size: int, single: bool) -> None:
+    # Small clips: x264's frame threads cost more CPU than they save beside a CPU renderer; large ones
+    # keep x264's own thread count (same CPU, half the wall time).
+    path = tmp_path / "t.mp4"
+    encode_mp4(gradient_frames(3, size, size), path, FPS, size, size, codec="libx264")
+    threads = int(x264_settings(path).split(" threads=")[1].split()[0])
+    if single or (os.cpu_count() or 1) > 1:  # on one CPU x264's own choice is one thread too
+        assert (threads == 1) == single, x264_settings(path)
+    assert video.codec_options("libx264", size, size).get("threads") == ("1" if single else None)
