@@ -4,12 +4,13 @@
 
 1. round trip: identity through a real daphne server (`nextframe up`) vs a raw `websockets` echo of
    the same bytes (both separate processes, interleaved blocks) -> overhead ratio at p50 and p99;
-2. capacity curve: concurrent 30 FPS video-to-video sessions (1, 2, 4, ...) until misses (inputs
+2. capacity curve: concurrent 30 FPS video-to-video sessions (1, 2, 3, 4, 5, 6, 8, ...) until misses (inputs
    without output + outputs later than one frame period) pass 1%;
 3. overload at 2x that capacity: p99 latency in the second half vs the first (bounded = no
    backlog), inputs dropped (latest-wins) counted by the client and by the server;
 4. clip tier vs live throughput of the same engine: a clip rendered + H.264-encoded in process
-   (inference.bench.clip_vs_live) vs the frames/s the live path delivered at capacity.
+   (inference.bench.clip_vs_live) vs the frames/s the live path delivered at capacity (drops <= 1%),
+   and vs the most it delivered anywhere on the ramp (its peak, drops or not: the strictest ratio).
 2 and 4 run for every `--engine` (default: stylize and backdrop), side by side; 3 for the first one.
 The server runs with admission capacity raised (NEXTFRAME_CPU_CAPACITY) so that the frame loop,
 not the pool's calibrated estimate, is what the curve finds; the pool's estimate is printed beside.
@@ -30,7 +31,7 @@ from typing import Any
 from .suite_live import round_trips, run_sessions
 from .suite_server import bench_key, start_echo, start_server, stop
 
-RAMP = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+RAMP = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64)
 
 
 def machine() -> dict[str, Any]:
@@ -160,13 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         clip = clip_tier(engine, args.size, 30, 60 if args.quick else 240, args.clip_batch)
         single = live_session(engine, args.size, 1.5 if args.quick else 5.0, 0.5)
         # Live throughput: the most frames per second the live path delivered without dropping inputs.
-        at_capacity = max((pt["delivered_fps"] for pt in results["per_engine"][engine]["capacity"]["curve"]
+        curve = results["per_engine"][engine]["capacity"]["curve"]
+        at_capacity = max((pt["delivered_fps"] for pt in curve
                            if pt["drop_rate"] is not None and pt["drop_rate"] <= 0.01), default=None)
+        # The strictest comparison: the most the live path ever delivered on the ramp, drops or not.
+        peak = max((pt["delivered_fps"] for pt in curve if pt["delivered_fps"] is not None), default=None)
         results["per_engine"][engine]["clip_vs_live"] = {
             "clip": clip, "live_single_session": single, "live_at_capacity_fps": at_capacity,
-            "clip_over_live_capacity": round(clip["fps"] / at_capacity, 2) if at_capacity else None}
+            "clip_over_live_capacity": round(clip["fps"] / at_capacity, 2) if at_capacity else None,
+            "live_peak_fps": peak, "clip_over_live_peak": round(clip["fps"] / peak, 2) if peak else None}
+        cl = results["per_engine"][engine]["clip_vs_live"]
         print(f"  {engine}: clip {clip['fps']} fps (render alone {clip['render_only_fps']}), live {at_capacity} fps "
-              f"-> x{results['per_engine'][engine]['clip_vs_live']['clip_over_live_capacity']}", flush=True)
+              f"-> x{cl['clip_over_live_capacity']}; live peak {peak} fps -> x{cl['clip_over_live_peak']}", flush=True)
     results["clip_vs_live"] = results["per_engine"][engines[0]]["clip_vs_live"]
     results["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
     print(table(results))
@@ -200,6 +206,8 @@ def table(r: dict[str, Any]) -> str:
         rows.append((f"clip tier vs live ({engine})", f"clip {cl['clip']['fps']} fps (batch {cl['clip']['batch']}); "
                      f"live {cl['live_at_capacity_fps']} fps (all sessions), {cl['live_single_session']['fps']} one "
                      f"session", f"x{cl['clip_over_live_capacity']}"))
+        rows.append((f"clip tier vs live peak ({engine})", f"live peak {cl['live_peak_fps']} fps (most delivered "
+                     "on the ramp, drops or not)", f"x{cl['clip_over_live_peak']}"))
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)
     return "\n".join(f"{a.ljust(w0)}  {b.ljust(w1)}  {c}" for a, b, c in rows)
