@@ -214,7 +214,7 @@ def _encode(
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = time_base
-        stream.options = codec_options(codec, width, height)
+        stream.options = dict(codec_options(codec, width, height))
 
         def encode_one(array: np.ndarray, index: int) -> None:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
