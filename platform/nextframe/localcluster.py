@@ -154,8 +154,10 @@ class LocalCluster:
 
     @property
     def ws(self) -> str:
-        """Where a client opens live sessions: nginx's /v1/live (spread over the GPU nodes), else gpu-1."""
-        return f"ws://{self.host}:{self.nginx_port}/v1/live" if self.nginx_port else self.node_ws(self.gpu_names[0])
+        """Where a client opens live sessions: nginx's /v1/live (spread over the GPU nodes), else the edge
+        node, which places the session and redirects it to a live GPU node (`session.redirect`). Not a
+        fixed GPU node: the front door must outlive any one of them (the fault tests kill one)."""
+        return f"ws://{self.host}:{self.nginx_port}/v1/live" if self.nginx_port else self.node_ws("edge")
 
     def routed_ws(self, name: str) -> str:
         """A GPU node's live endpoint through nginx's sticky-by-URL route (direct without nginx)."""
