@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from inference.once import once
 from moderation.text import verify
 
 log = logging.getLogger(__name__)
@@ -89,16 +90,10 @@ def open_nsfw(path: Path | str | None = None, sha256: str = OPEN_NSFW_SHA256) ->
     return OnnxImageClassifier(path, sha256, open_nsfw_preprocess)
 
 
-_shared: OnnxImageClassifier | None = None
-_shared_lock = threading.Lock()
-
-
+@once
 def shared_open_nsfw() -> OnnxImageClassifier:
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = open_nsfw()
-        return _shared
+    """The process's one open_nsfw classifier (file hash-checked and session built once)."""
+    return open_nsfw()
 
 
 @dataclass

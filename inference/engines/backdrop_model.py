@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..once import once
 from .base import ModelLoadError
 
 WHEEL_REQUIREMENT = "mediapipe==0.10.21"
@@ -185,17 +186,10 @@ class SelfieSegmenter:
         return probs
 
 
-_SEGMENTER: SelfieSegmenter | None = None
-_LOCK = threading.Lock()
-
-
+@once
 def shared_segmenter() -> SelfieSegmenter:
     """The process's one segmenter (files read and hash-checked once)."""
-    global _SEGMENTER
-    with _LOCK:
-        if _SEGMENTER is None:
-            _SEGMENTER = SelfieSegmenter()
-        return _SEGMENTER
+    return SelfieSegmenter()
 
 
 def main(argv: list[str] | None = None) -> int:

